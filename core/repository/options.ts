@@ -1,0 +1,22 @@
+import { z } from 'zod';
+
+/**
+ * The `repository` section of the config. The config schema (core/config) embeds this schema;
+ * the repository code owns it.
+ */
+export const repositoryConfigSchema = z.object({
+  /** The storage target: a plugin that taps `resolveStorage` (built in: "local", "sftp"). */
+  storage: z.object({
+    type: z.string().min(1),
+    options: z.record(z.string(), z.unknown()).default({}),
+  }),
+  /** Chunk size in bytes (power of two, 64 KiB .. 64 MiB). */
+  chunkSize: z.number().int().min(65536).max(67108864).default(1048576),
+  compression: z.object({ level: z.number().int().min(-7).max(22).default(3) }).default({ level: 3 }),
+  /** Encryption: the passphrase comes from an environment variable or a file, never from the config. */
+  encryption: z
+    .object({ passphraseEnv: z.string().optional(), passphraseFile: z.string().optional() })
+    .optional(),
+});
+
+export type RepositoryConfig = z.output<typeof repositoryConfigSchema>;
