@@ -1,0 +1,2 @@
+/** Test kits for plugin authors (`stillpoint/testing`). */
+export * from './driver-contract.ts';
