@@ -28,4 +28,10 @@ export interface Quiescer {
   readiness(vm: VmFacts): Promise<QuiesceReadiness>;
   /** Freeze within `deadlineMs`; the freeze must not outlive the deadline even if this process dies. */
   freeze(vm: VmFacts, options: { deadlineMs: number }): Promise<FrozenGuest>;
+  /**
+   * Thaw a guest that a crashed run left frozen (the journal's reconcile calls it for every freeze
+   * intent it finds). Resolves `true` if the guest was frozen and is now thawed, `false` if it was not
+   * frozen. Optional: without it the reconcile relies on the freeze's own deadline.
+   */
+  thawOrphaned?(vm: VmFacts): Promise<boolean>;
 }

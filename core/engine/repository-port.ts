@@ -1,0 +1,34 @@
+import type { ByteRange } from '../contracts/driver.ts';
+import type { OpenDisk } from '../contracts/reader.ts';
+
+/**
+ * The part of the repository (core/repository) the pipeline writes through. The repository's
+ * `Repository` satisfies it; declaring it here keeps the pipeline free of the repository's internals.
+ */
+export interface RestorePointMeta {
+  job: string;
+  vm: { id: string; name: string; driver: string; configuration?: Record<string, unknown> };
+  consistency: { method: 'online' | 'crash-consistent' | 'offline'; level: 'application' | 'crash'; reason: string };
+  time: string;
+}
+
+export interface StoreDiskResult {
+  bytesRead: number;
+  bytesStored: number;
+  fullRead: boolean;
+  reason?: string;
+}
+
+export interface RestorePointWriter {
+  storeDisk(
+    disk: { id: string; virtualSize: number; logicalSectorSize: number },
+    source: OpenDisk,
+    opts: { changed?: ByteRange[] | null; onProgress?: (p: { bytesRead: number; bytesStored: number }) => void },
+  ): Promise<StoreDiskResult>;
+  commit(): Promise<{ id: string }>;
+  abort(): Promise<void>;
+}
+
+export interface BackupRepository {
+  startRestorePoint(meta: RestorePointMeta): Promise<RestorePointWriter>;
+}
