@@ -25,8 +25,6 @@ export const diskTaskSchema = z.object({
   virtualSize: z.number().int().nonnegative(),
   /** Changed ranges since the reference point; absent or null: read every allocated extent. */
   changed: z.array(byteRangeSchema).nullable().optional(),
-  /** Why everything is read when `changed` is null (kept with the disk record). */
-  fullReadReason: z.string().optional(),
 });
 
 /** Where the proxy stores: the repository config (storage target spec included) and its secret. */
