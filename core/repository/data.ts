@@ -1,0 +1,384 @@
+import createDebug from 'debug';
+import type { ByteRange } from '../contracts/driver.ts';
+import type { Extent, OpenDisk } from '../contracts/reader.ts';
+import type { StorageTarget } from '../contracts/storage.ts';
+import { CorruptImageError, StillpointError } from '../errors.ts';
+import { BlobCodec, chunkId, type RepositoryKeys } from './codec.ts';
+import {
+  diskRecordSchema,
+  keys,
+  newTable,
+  parseTable,
+  setTableEntry,
+  tableEntry,
+  type DiskRecord,
+  type StoredConfig,
+} from './format.ts';
+import { RetryingStorage, type RetryPolicy } from './storage-util.ts';
+import { ChunkWorkers } from './workers.ts';
+
+const debug = createDebug('stillpoint:repository');
+
+export interface StoreProgress {
+  bytesRead: number;
+  bytesStored: number;
+}
+
+export interface StoreDiskOptions {
+  /** The same disk in the previous restore point of this VM (from `repo.latest()`), if any. */
+  previous?: DiskRecord | null;
+  /** Id of that restore point (for the reason text). */
+  previousId?: string | null;
+  /**
+   * Ranges changed since the previous restore point's reference point. `undefined`: the driver
+   * tracks no changes; `null`: tracking was reset or lost. Either way every allocated extent is read.
+   */
+  changed?: ByteRange[] | null;
+  onProgress?: (p: StoreProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface DiskIdentity {
+  id: string;
+  virtualSize: number;
+  logicalSectorSize: number;
+}
+
+/** One unit of work: a chunk to read, given as the parts of it that hold data (absolute offsets). */
+interface ChunkWork {
+  index: number;
+  start: number;
+  length: number;
+  parts: ByteRange[];
+}
+
+/**
+ * The data part of a repository: reading disks into chunks and chunks back into bytes. It needs
+ * only a storage target, the repository's stored config and its keys, so it runs equally in the
+ * coordinating process and on an off-host proxy; what it produces (`DiskRecord`) is plain JSON.
+ */
+export class RepositoryData {
+  readonly storage: RetryingStorage;
+  readonly codec: BlobCodec;
+  private workersInstance: ChunkWorkers | null = null;
+  /** Recently stored or seen chunk names (bounded), to skip a `head` for repeated content. */
+  private readonly recent = new Set<string>();
+
+  constructor(
+    storage: StorageTarget | RetryingStorage,
+    readonly config: StoredConfig,
+    readonly keys: RepositoryKeys | null,
+    readonly options: { workers?: number; retry?: RetryPolicy; maxInFlightBytes?: number } = {},
+  ) {
+    this.storage = storage instanceof RetryingStorage ? storage : new RetryingStorage(storage, options.retry);
+    this.codec = new BlobCodec({ keys, compressionLevel: config.compression.level });
+  }
+
+  get workers(): ChunkWorkers {
+    this.workersInstance ??= new ChunkWorkers(this.keys, this.config.compression.level, this.options.workers);
+    return this.workersInstance;
+  }
+
+  async close(): Promise<void> {
+    await this.workersInstance?.close();
+    this.workersInstance = null;
+  }
+
+  // ---- small blobs (tables, manifests) --------------------------------------------------
+
+  async putBlob(key: string, data: Buffer): Promise<number> {
+    const sealed = this.codec.seal(key, data);
+    await this.storage.put(key, sealed);
+    return sealed.length;
+  }
+
+  async getBlob(key: string): Promise<Buffer> {
+    return this.codec.open(key, await this.storage.get(key));
+  }
+
+  async loadTable(record: DiskRecord): Promise<Buffer> {
+    const key = keys.table(record.table);
+    const plain = await this.getBlob(key);
+    if (chunkId(plain, this.keys) !== record.table) {
+      throw new CorruptImageError('chunk table content does not match its name', { where: key, hint: 'run `stillpoint verify --deep`' });
+    }
+    const parsed = parseTable(plain, key);
+    if (parsed.chunkCount !== record.chunkCount || parsed.virtualSize !== record.virtualSize) {
+      throw new CorruptImageError(`chunk table does not match disk ${record.id}`, { where: key });
+    }
+    return parsed.table;
+  }
+
+  // ---- backup ----------------------------------------------------------------------------
+
+  /**
+   * Read a disk into the repository: extents -> fixed chunks -> hash -> compress -> encrypt -> put.
+   * Returns once every chunk and the chunk table are durable; the result is attached to a restore
+   * point with `writer.addDisk()`.
+   */
+  async storeDiskData(disk: DiskIdentity, source: OpenDisk, options: StoreDiskOptions = {}): Promise<DiskRecord> {
+    const where = `disk ${disk.id}`;
+    const chunkSize = this.config.chunkSize;
+    if (source.virtualSize !== disk.virtualSize) {
+      throw new StillpointError(`the opened disk is ${source.virtualSize} bytes but the disk is said to be ${disk.virtualSize}`, { where });
+    }
+    const chunkCount = Math.ceil(disk.virtualSize / chunkSize);
+    const table = newTable(chunkSize, disk.virtualSize);
+
+    // What to read: everything, or only what changed.
+    const previous = options.previous ?? null;
+    let prevTable: Buffer | null = null;
+    let reason: string;
+    let changed: ByteRange[] | null = null;
+    if (!previous) {
+      reason = 'full read: no previous restore point of this disk';
+    } else if (previous.chunkSize !== chunkSize || previous.virtualSize !== disk.virtualSize) {
+      reason = previous.virtualSize !== disk.virtualSize
+        ? `full read: the disk's size changed since the previous restore point (${previous.virtualSize} -> ${disk.virtualSize} bytes)`
+        : `full read: the repository's chunk size changed since the previous restore point`;
+    } else {
+      prevTable = await this.loadTable(previous);
+      if (options.changed === undefined) {
+        reason = 'full read: no change tracking for this disk; unchanged chunks were skipped by hash';
+      } else if (options.changed === null) {
+        reason = 'full read: change tracking was reset or lost since the previous restore point; unchanged chunks were skipped by hash';
+      } else {
+        changed = normaliseRanges(options.changed, disk.virtualSize);
+        const changedBytes = changed.reduce((n, r) => n + r.length, 0);
+        reason = `incremental: ${changed.length} changed range(s), ${changedBytes} bytes, since restore point ${options.previousId ?? '(previous)'}`;
+      }
+    }
+    const fullRead = changed === null;
+    debug('%s: %s', where, reason);
+
+    const allocation = checkAllocation(await source.allocation(), disk.virtualSize, where);
+    if (prevTable && changed) {
+      // Start from the previous restore point; changed chunks are overwritten below.
+      prevTable.copy(table, 0, 0, table.length);
+    }
+
+    const progress: StoreProgress = { bytesRead: 0, bytesStored: 0 };
+    let dataChunks = 0;
+    const work = planChunks(chunkSize, disk.virtualSize, allocation, changed, (index) => setTableEntry(table, index, null));
+    const inFlight = Math.max(2, Math.min(this.workers.size * 2 + 2, Math.floor((this.options.maxInFlightBytes ?? 96 * 2 ** 20) / chunkSize)));
+    const free: ArrayBuffer[] = [];
+
+    const processChunk = async (item: ChunkWork): Promise<void> => {
+      let ab = free.pop() ?? new ArrayBuffer(chunkSize);
+      const view = Buffer.from(ab, 0, item.length);
+      let covered = 0;
+      for (const part of item.parts) covered += part.length;
+      if (covered < item.length) view.fill(0);
+      for (const part of item.parts) {
+        try {
+          await source.read(part.offset, view, part.length, part.offset - item.start);
+        } catch (cause) {
+          throw new StillpointError(`reading ${part.length} bytes at offset ${part.offset} failed: ${(cause as Error).message}`, { where, cause });
+        }
+      }
+      progress.bytesRead += covered;
+      const sealed = await this.workers.seal(ab, item.length);
+      ab = sealed.buf;
+      free.push(ab);
+      if (sealed.id === null) {
+        setTableEntry(table, item.index, null);
+      } else {
+        dataChunks++;
+        const id = sealed.id;
+        const known = (prevTable && tableEntry(prevTable, item.index) === id) || this.recent.has(id);
+        if (!known) {
+          const key = keys.chunk(id);
+          if ((await this.storage.head(key)) === null) {
+            await this.storage.put(key, sealed.blob!);
+            progress.bytesStored += sealed.blob!.length;
+          }
+          this.remember(id);
+        }
+        setTableEntry(table, item.index, id);
+      }
+      options.onProgress?.({ ...progress });
+    };
+
+    await runBounded(work, inFlight, processChunk, options.signal);
+
+    // Chunks copied from the previous restore point count as data too.
+    if (changed) {
+      dataChunks = 0;
+      for (let i = 0; i < chunkCount; i++) if (tableEntry(table, i) !== null) dataChunks++;
+    }
+    const tableId = chunkId(table, this.keys);
+    const tableKey = keys.table(tableId);
+    if ((await this.storage.head(tableKey)) === null) progress.bytesStored += await this.putBlob(tableKey, table);
+    options.onProgress?.({ ...progress });
+    return diskRecordSchema.parse({
+      id: disk.id,
+      virtualSize: disk.virtualSize,
+      logicalSectorSize: disk.logicalSectorSize,
+      chunkSize,
+      chunkCount,
+      table: tableId,
+      dataChunks,
+      zeroChunks: chunkCount - dataChunks,
+      bytesRead: progress.bytesRead,
+      bytesStored: progress.bytesStored,
+      fullRead,
+      reason,
+    });
+  }
+
+  private remember(id: string): void {
+    if (this.recent.size >= 65536) this.recent.clear();
+    this.recent.add(id);
+  }
+
+  // ---- restore ---------------------------------------------------------------------------
+
+  /** Fetch, decrypt, decompress and check one chunk. */
+  async readChunk(id: string): Promise<Buffer> {
+    const key = keys.chunk(id);
+    const blob = await this.storage.get(key).catch((error) => {
+      if (error?.name === 'NotFoundError') {
+        throw new CorruptImageError(`chunk ${id} is missing from the repository`, { where: key, hint: 'run `stillpoint verify` to list every damaged restore point', cause: error });
+      }
+      throw error;
+    });
+    return this.workers.open(key, blob, id);
+  }
+
+  /**
+   * Deliver the chunks of a disk that overlap [from, to) in order, fetching and decoding several
+   * at once. `data` is null for a zero chunk.
+   */
+  async forEachChunk(
+    record: DiskRecord,
+    table: Buffer,
+    range: { from: number; to: number },
+    sink: (chunk: { index: number; offset: number; length: number; data: Buffer | null }) => Promise<void>,
+    concurrency = this.workers.size * 2 + 2,
+  ): Promise<void> {
+    const first = Math.floor(range.from / record.chunkSize);
+    const last = Math.ceil(range.to / record.chunkSize);
+    const window: Array<Promise<{ index: number; data: Buffer | null }>> = [];
+    let next = first;
+    const start = (index: number) => {
+      const id = tableEntry(table, index);
+      const p = id === null ? Promise.resolve({ index, data: null }) : this.readChunk(id).then((data) => ({ index, data }));
+      p.catch(() => undefined);
+      window.push(p);
+    };
+    while (next < last && window.length < concurrency) start(next++);
+    while (window.length > 0) {
+      const { index, data } = await window.shift()!;
+      if (next < last) start(next++);
+      const offset = index * record.chunkSize;
+      const length = Math.min(record.chunkSize, record.virtualSize - offset);
+      if (data !== null && data.length !== length) {
+        throw new CorruptImageError(`chunk ${tableEntry(table, index)} holds ${data.length} bytes, expected ${length}`, { where: `disk ${record.id}, offset ${offset}` });
+      }
+      await sink({ index, offset, length, data });
+    }
+  }
+}
+
+/** Sort, clamp and merge byte ranges. */
+export function normaliseRanges(ranges: ByteRange[], size: number): ByteRange[] {
+  const sorted = ranges
+    .map((r) => ({ offset: Math.max(0, r.offset), end: Math.min(size, r.offset + r.length) }))
+    .filter((r) => r.end > r.offset)
+    .sort((a, b) => a.offset - b.offset);
+  const out: ByteRange[] = [];
+  for (const r of sorted) {
+    const lastRange = out[out.length - 1];
+    if (lastRange && r.offset <= lastRange.offset + lastRange.length) {
+      lastRange.length = Math.max(lastRange.length, r.end - lastRange.offset);
+    } else {
+      out.push({ offset: r.offset, length: r.end - r.offset });
+    }
+  }
+  return out;
+}
+
+function checkAllocation(extents: Extent[], size: number, where: string): Extent[] {
+  let pos = 0;
+  for (const e of extents) {
+    if (e.offset !== pos || e.length < 0) {
+      throw new StillpointError(`the disk reader's allocation has a gap or overlap at offset ${pos} (extent at ${e.offset})`, { where, hint: 'this is a bug in the disk reader' });
+    }
+    pos += e.length;
+  }
+  if (pos !== size) throw new StillpointError(`the disk reader's allocation covers ${pos} of ${size} bytes`, { where, hint: 'this is a bug in the disk reader' });
+  return extents;
+}
+
+/**
+ * The chunks to read, in disk order: each chunk that overlaps a data extent (and, for an
+ * incremental, a changed range), with the data parts inside it. Chunks with nothing to read that
+ * must be (re)written are reported through `zero`.
+ */
+export function* planChunks(
+  chunkSize: number,
+  size: number,
+  allocation: Extent[],
+  changed: ByteRange[] | null,
+  zero: (index: number) => void,
+): Generator<ChunkWork> {
+  const data = allocation.filter((e) => e.kind === 'data' && e.length > 0);
+  // The chunk index ranges to consider.
+  const spans: Array<[number, number]> = changed
+    ? changed.map((r) => [Math.floor(r.offset / chunkSize), Math.ceil((r.offset + r.length) / chunkSize)])
+    : [[0, Math.ceil(size / chunkSize)]];
+  let e = 0;
+  let lastIndex = -1;
+  for (const [from, to] of spans) {
+    for (let index = Math.max(from, lastIndex + 1); index < to; index++) {
+      lastIndex = index;
+      const start = index * chunkSize;
+      const end = Math.min(size, start + chunkSize);
+      while (e < data.length && data[e].offset + data[e].length <= start) e++;
+      const parts: ByteRange[] = [];
+      for (let k = e; k < data.length && data[k].offset < end; k++) {
+        const s = Math.max(start, data[k].offset);
+        const t = Math.min(end, data[k].offset + data[k].length);
+        if (t > s) parts.push({ offset: s, length: t - s });
+      }
+      if (parts.length === 0) {
+        zero(index);
+        continue;
+      }
+      yield { index, start, length: end - start, parts };
+    }
+  }
+}
+
+/** Run `fn` over `items` with at most `limit` at a time; stop at the first error and rethrow it. */
+export async function runBounded<T>(items: Iterable<T>, limit: number, fn: (item: T) => Promise<void>, signal?: AbortSignal): Promise<void> {
+  const iterator = items[Symbol.iterator]();
+  let failed: unknown = null;
+  let hasFailed = false;
+  const lane = async () => {
+    for (;;) {
+      if (hasFailed) return;
+      if (signal?.aborted) {
+        if (!hasFailed) {
+          hasFailed = true;
+          failed = new StillpointError('the backup of this disk was aborted', { cause: signal.reason });
+        }
+        return;
+      }
+      const next = iterator.next();
+      if (next.done) return;
+      try {
+        await fn(next.value);
+      } catch (error) {
+        if (!hasFailed) {
+          hasFailed = true;
+          failed = error;
+        }
+        return;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: limit }, lane));
+  if (hasFailed) throw failed;
+}
+

@@ -1,0 +1,177 @@
+import { z } from 'zod';
+
+/**
+ * The repository's stored shapes (documented in docs/repository-format.md). Every stored JSON
+ * document carries `format` and `version`; a reader refuses a version it does not know.
+ */
+export const REPOSITORY_FORMAT_VERSION = 1;
+export const MANIFEST_VERSION = 1;
+
+export const keys = {
+  config: 'config',
+  key: (id: string) => `keys/${id}`,
+  keysPrefix: 'keys/',
+  chunk: (id: string) => `chunks/${id.slice(0, 2)}/${id}`,
+  chunksPrefix: 'chunks/',
+  table: (id: string) => `tables/${id.slice(0, 2)}/${id}`,
+  tablesPrefix: 'tables/',
+  restorePoint: (id: string) => `restore-points/${id}`,
+  restorePointsPrefix: 'restore-points/',
+  writerLock: 'locks/writer',
+} as const;
+
+/** The `config` object: plain JSON, not secret. */
+export const storedConfigSchema = z.object({
+  format: z.literal('stillpoint-repository'),
+  version: z.number().int(),
+  id: z.string().regex(/^[0-9a-f]{32}$/),
+  createdAt: z.string(),
+  chunkSize: z.number().int().min(4096),
+  /** How chunks are named: SHA-256 of the plaintext, or HMAC-SHA-256 with the repository's id key. */
+  chunkHash: z.enum(['sha256', 'hmac-sha256']),
+  compression: z.object({ algorithm: z.literal('zstd'), level: z.number().int() }),
+  encryption: z.object({ cipher: z.literal('aes-256-gcm'), kdf: z.literal('scrypt') }).nullable(),
+});
+export type StoredConfig = z.output<typeof storedConfigSchema>;
+
+/** A `keys/<id>` object: the repository's key material, wrapped with a key derived from a passphrase. */
+export const keyFileSchema = z.object({
+  format: z.literal('stillpoint-key'),
+  version: z.literal(1),
+  createdAt: z.string(),
+  kdf: z.object({
+    name: z.literal('scrypt'),
+    N: z.number().int(),
+    r: z.number().int(),
+    p: z.number().int(),
+    salt: z.string(),
+  }),
+  /** base64 of nonce (12) | AES-256-GCM ciphertext of encKey (32) | idKey (32) | tag (16). */
+  wrapped: z.string(),
+});
+export type KeyFile = z.output<typeof keyFileSchema>;
+
+/** One disk of a restore point: serialisable, produced by `storeDiskData` (possibly on a proxy). */
+export const diskRecordSchema = z.object({
+  id: z.string().min(1),
+  virtualSize: z.number().int().nonnegative(),
+  logicalSectorSize: z.number().int().positive(),
+  chunkSize: z.number().int().positive(),
+  chunkCount: z.number().int().nonnegative(),
+  /** Name of the chunk table blob (`tables/<xx>/<table>`). */
+  table: z.string().regex(/^[0-9a-f]{64}$/),
+  dataChunks: z.number().int().nonnegative(),
+  zeroChunks: z.number().int().nonnegative(),
+  /** Bytes read from the source disk for this restore point. */
+  bytesRead: z.number().int().nonnegative(),
+  /** Bytes of new blobs this restore point added to the repository. */
+  bytesStored: z.number().int().nonnegative(),
+  /** True when every allocated extent was read (no usable change tracking). */
+  fullRead: z.boolean(),
+  /** Why a full read happened, or what the incremental was based on. */
+  reason: z.string().optional(),
+});
+export type DiskRecord = z.output<typeof diskRecordSchema>;
+
+export const consistencySchema = z.object({
+  method: z.enum(['online', 'crash-consistent', 'offline']),
+  level: z.enum(['application', 'crash']),
+  reason: z.string(),
+});
+
+export const restorePointMetaSchema = z.object({
+  job: z.string().min(1),
+  vm: z.object({
+    id: z.string().min(1),
+    name: z.string(),
+    driver: z.string(),
+    configuration: z.record(z.string(), z.unknown()).optional(),
+  }),
+  consistency: consistencySchema,
+  /** When the point in time was taken (the checkpoint), ISO 8601. */
+  time: z.string().refine((s) => !Number.isNaN(Date.parse(s)), 'not an ISO 8601 time'),
+  referencePoint: z.unknown().optional(),
+});
+export type RestorePointMeta = z.input<typeof restorePointMetaSchema>;
+
+export const manifestSchema = restorePointMetaSchema.extend({
+  format: z.literal('stillpoint-restore-point'),
+  version: z.number().int(),
+  id: z.string().regex(/^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$/),
+  committedAt: z.string(),
+  /** The restore point of the same VM this one was made incremental against (informational). */
+  previous: z.string().nullable(),
+  disks: z.array(diskRecordSchema),
+});
+export type Manifest = z.output<typeof manifestSchema>;
+
+export interface RestorePointSummary {
+  id: string;
+  job: string;
+  vm: { id: string; name: string };
+  time: string;
+  consistency: Manifest['consistency'];
+  disks: Array<{ id: string; virtualSize: number }>;
+  bytesStored: number;
+}
+
+export const lockSchema = z.object({
+  format: z.literal('stillpoint-lock'),
+  host: z.string(),
+  pid: z.number().int(),
+  session: z.string(),
+  purpose: z.string(),
+  acquiredAt: z.string(),
+  heartbeatAt: z.string(),
+});
+export type LockInfo = z.output<typeof lockSchema>;
+
+/** A restore point id: the commit time (UTC, to the second) and 8 random hex digits; sorts by time. */
+export function restorePointId(date: Date, random: string): string {
+  const iso = date.toISOString();
+  const compact = iso.slice(0, 19).replace(/[-:]/g, '');
+  return `${compact}Z-${random}`;
+}
+
+/**
+ * Chunk table blob: "SPT" | version 1 | u32 chunkSize | u64 virtualSize | u32 chunkCount | 32 bytes a chunk.
+ * An all-zero entry is a zero chunk: recorded, not stored.
+ */
+export const TABLE_HEADER = 24;
+export const ZERO_ENTRY = Buffer.alloc(32);
+
+export function newTable(chunkSize: number, virtualSize: number): Buffer {
+  const chunkCount = Math.ceil(virtualSize / chunkSize);
+  const table = Buffer.alloc(TABLE_HEADER + chunkCount * 32);
+  table.write('SPT', 0, 'ascii');
+  table[3] = 1;
+  table.writeUInt32LE(chunkSize, 4);
+  table.writeBigUInt64LE(BigInt(virtualSize), 8);
+  table.writeUInt32LE(chunkCount, 16);
+  return table;
+}
+
+export function parseTable(buf: Buffer, where: string): { chunkSize: number; virtualSize: number; chunkCount: number; table: Buffer } {
+  if (buf.length < TABLE_HEADER || buf.toString('ascii', 0, 3) !== 'SPT' || buf[3] !== 1) {
+    throw new Error(`${where}: not a version 1 chunk table`);
+  }
+  const chunkSize = buf.readUInt32LE(4);
+  const virtualSize = Number(buf.readBigUInt64LE(8));
+  const chunkCount = buf.readUInt32LE(16);
+  if (buf.length !== TABLE_HEADER + chunkCount * 32 || chunkCount !== Math.ceil(virtualSize / chunkSize)) {
+    throw new Error(`${where}: chunk table length does not match its header`);
+  }
+  return { chunkSize, virtualSize, chunkCount, table: buf };
+}
+
+export function tableEntry(table: Buffer, index: number): string | null {
+  const start = TABLE_HEADER + index * 32;
+  const entry = table.subarray(start, start + 32);
+  return entry.equals(ZERO_ENTRY) ? null : entry.toString('hex');
+}
+
+export function setTableEntry(table: Buffer, index: number, id: string | null): void {
+  const start = TABLE_HEADER + index * 32;
+  if (id === null) table.fill(0, start, start + 32);
+  else table.write(id, start, 32, 'hex');
+}

@@ -1,0 +1,102 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import createDebug from 'debug';
+import { StillpointError } from '../errors.ts';
+import { keys, lockSchema, type LockInfo } from './format.ts';
+import type { RetryingStorage } from './storage-util.ts';
+
+const debug = createDebug('stillpoint:repository');
+
+export interface LockOptions {
+  /** How long to wait for another writer to finish before giving up (default 0: fail at once). */
+  waitMs?: number;
+  /** A lock whose heartbeat is older than this is stale (default 10 minutes). */
+  staleMs?: number;
+  /** Heartbeat interval (default 60 s). */
+  heartbeatMs?: number;
+}
+
+/**
+ * The one-writer lock of a repository (`locks/writer`): who holds it (host, pid, session) and a
+ * heartbeat. A lock is stale when its owner's process is gone (same host) or its heartbeat is
+ * older than `staleMs`; a stale lock is taken over. After writing the lock the writer reads it
+ * back and keeps it only if its own session is there (two writers racing: the later put wins,
+ * the other one sees a foreign session and backs off).
+ */
+export class WriterLock {
+  private timer: NodeJS.Timeout | null = null;
+  private released = false;
+
+  private constructor(private readonly storage: RetryingStorage, readonly info: LockInfo, private readonly heartbeatMs: number) {}
+
+  static async acquire(storage: RetryingStorage, purpose: string, options: LockOptions = {}): Promise<WriterLock> {
+    const staleMs = options.staleMs ?? 10 * 60_000;
+    const deadline = Date.now() + (options.waitMs ?? 0);
+    const session = randomBytes(8).toString('hex');
+    for (;;) {
+      const current = await readLock(storage);
+      if (current && !isStale(current, staleMs)) {
+        if (Date.now() >= deadline) {
+          throw new StillpointError(
+            `the repository is locked by ${current.purpose} on host ${current.host} (pid ${current.pid}) since ${current.acquiredAt}`,
+            { where: `${storage.name}:${keys.writerLock}`, hint: 'wait for it to finish; a lock whose owner died is taken over automatically once stale' },
+          );
+        }
+        await new Promise((r) => setTimeout(r, Math.min(1000, Math.max(10, deadline - Date.now()))));
+        continue;
+      }
+      if (current) debug('taking over stale lock of %s pid %d (%s)', current.host, current.pid, current.heartbeatAt);
+      const now = new Date().toISOString();
+      const info: LockInfo = { format: 'stillpoint-lock', host: hostname(), pid: process.pid, session, purpose, acquiredAt: now, heartbeatAt: now };
+      await storage.put(keys.writerLock, Buffer.from(JSON.stringify(info)));
+      await new Promise((r) => setTimeout(r, 20));
+      const check = await readLock(storage);
+      if (check?.session === session) {
+        const lock = new WriterLock(storage, info, options.heartbeatMs ?? 60_000);
+        lock.startHeartbeat();
+        return lock;
+      }
+    }
+  }
+
+  private startHeartbeat(): void {
+    this.timer = setInterval(() => {
+      const info = { ...this.info, heartbeatAt: new Date().toISOString() };
+      this.storage.put(keys.writerLock, Buffer.from(JSON.stringify(info))).catch((e) => debug('lock heartbeat failed: %s', e.message));
+    }, this.heartbeatMs);
+    this.timer.unref();
+  }
+
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    if (this.timer) clearInterval(this.timer);
+    const current = await readLock(this.storage);
+    if (current?.session === this.info.session) await this.storage.delete(keys.writerLock);
+  }
+}
+
+export async function readLock(storage: RetryingStorage): Promise<LockInfo | null> {
+  const raw = await storage.getOrNull(keys.writerLock);
+  if (!raw) return null;
+  try {
+    return lockSchema.parse(JSON.parse(raw.toString('utf8')));
+  } catch {
+    // A damaged lock file protects nothing: treat it as stale.
+    return { format: 'stillpoint-lock', host: '?', pid: 0, session: 'damaged', purpose: 'unknown', acquiredAt: new Date(0).toISOString(), heartbeatAt: new Date(0).toISOString() };
+  }
+}
+
+export function isStale(lock: LockInfo, staleMs: number): boolean {
+  if (lock.host === hostname() && lock.pid > 0 && !processAlive(lock.pid)) return true;
+  return Date.now() - Date.parse(lock.heartbeatAt) > staleMs;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

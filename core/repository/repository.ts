@@ -1,0 +1,383 @@
+import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import createDebug from 'debug';
+import type { OpenDisk } from '../contracts/reader.ts';
+import type { StorageTarget } from '../contracts/storage.ts';
+import { ConfigError, CorruptImageError, NotFoundError, StillpointError } from '../errors.ts';
+import type { RepositoryKeys } from './codec.ts';
+import { RepositoryData, type DiskIdentity, type StoreDiskOptions, type StoreProgress } from './data.ts';
+import {
+  diskRecordSchema,
+  keys,
+  manifestSchema,
+  MANIFEST_VERSION,
+  REPOSITORY_FORMAT_VERSION,
+  restorePointId,
+  restorePointMetaSchema,
+  storedConfigSchema,
+  type DiskRecord,
+  type Manifest,
+  type RestorePointMeta,
+  type RestorePointSummary,
+  type StoredConfig,
+} from './format.ts';
+import { createKeyFile, openKeyFile, type ScryptParams } from './keys.ts';
+import { WriterLock, type LockOptions } from './lock.ts';
+import type { RepositoryConfig } from './options.ts';
+import { RetryingStorage, type RetryPolicy } from './storage-util.ts';
+import { garbageCollect, prune, type GcOptions, type GcResult, type PruneResult } from './gc.ts';
+import { restoreDisk, restoreRange, restoreVm, type RestoreDiskOptions, type RestoreProgress } from './restore.ts';
+import type { Retention } from './retention.ts';
+import { verifyRepository, type VerifyOptions, type VerifyReport } from './verify.ts';
+import type { Writable } from 'node:stream';
+
+const debug = createDebug('stillpoint:repository');
+
+export interface OpenRepositoryOptions {
+  /** Create the repository when the storage target holds none (with the config's chunk size, compression and encryption). */
+  create?: boolean;
+  /** The passphrase; otherwise it comes from `config.encryption.passphraseEnv` / `passphraseFile`. */
+  passphrase?: string;
+  /** Environment for `passphraseEnv` (default process.env). */
+  env?: NodeJS.ProcessEnv;
+  /** Directory `passphraseFile` is relative to (default the working directory). */
+  configDir?: string;
+  /** scrypt cost for a new repository's key (tests use a small one). */
+  scrypt?: ScryptParams;
+  /** Chunk workers (default: one per core, at most 4). */
+  workers?: number;
+  retry?: RetryPolicy;
+  lock?: LockOptions;
+}
+
+/** Where to find the passphrase, per the config; undefined when the config asks for no encryption. */
+export async function resolvePassphrase(config: RepositoryConfig, options: OpenRepositoryOptions): Promise<string | undefined> {
+  if (options.passphrase !== undefined) return options.passphrase;
+  const enc = config.encryption;
+  if (!enc) return undefined;
+  if (enc.passphraseEnv) {
+    const value = (options.env ?? process.env)[enc.passphraseEnv];
+    if (value) return value;
+  }
+  if (enc.passphraseFile) {
+    const path = options.configDir && !enc.passphraseFile.startsWith('/') ? `${options.configDir}/${enc.passphraseFile}` : enc.passphraseFile;
+    try {
+      return (await readFile(path, 'utf8')).replace(/\r?\n$/, '');
+    } catch (cause) {
+      throw new ConfigError([`repository.encryption.passphraseFile: cannot read ${path}: ${(cause as Error).message}`]);
+    }
+  }
+  throw new ConfigError([
+    `repository.encryption: no passphrase: set the environment variable ${enc.passphraseEnv ?? '(passphraseEnv not set)'} or give a readable passphraseFile`,
+  ]);
+}
+
+/** Open (or, with `create`, initialise) the repository on a storage target. */
+export async function openRepository(storage: StorageTarget, config: RepositoryConfig, opts: OpenRepositoryOptions = {}): Promise<Repository> {
+  const rs = new RetryingStorage(storage, opts.retry);
+  const where = `repository on ${storage.name}`;
+  let stored = await loadStoredConfig(rs, where);
+  const passphrase = await resolvePassphrase(config, opts).catch((error) => {
+    // An unencrypted existing repository needs no passphrase.
+    if (stored && stored.encryption === null) return undefined;
+    throw error;
+  });
+  let repoKeys: RepositoryKeys | null = null;
+  if (!stored) {
+    if (!opts.create) {
+      throw new NotFoundError('there is no Stillpoint repository here', { where, hint: 'create one with `stillpoint init` (or open with create: true)' });
+    }
+    const id = randomBytes(16).toString('hex');
+    const newConfig: StoredConfig = {
+      format: 'stillpoint-repository',
+      version: REPOSITORY_FORMAT_VERSION,
+      id,
+      createdAt: new Date().toISOString(),
+      chunkSize: config.chunkSize,
+      chunkHash: passphrase ? 'hmac-sha256' : 'sha256',
+      compression: { algorithm: 'zstd', level: config.compression.level },
+      encryption: passphrase ? { cipher: 'aes-256-gcm', kdf: 'scrypt' } : null,
+    };
+    if ((config.chunkSize & (config.chunkSize - 1)) !== 0) {
+      throw new ConfigError([`repository.chunkSize: ${config.chunkSize} is not a power of two`]);
+    }
+    if (passphrase) {
+      const { keys: k, file } = await createKeyFile(id, passphrase, opts.scrypt);
+      await rs.put(keys.key(randomBytes(8).toString('hex')), Buffer.from(JSON.stringify(file, null, 2)));
+      repoKeys = k;
+    }
+    // The config is written last: its presence means the repository is complete.
+    await rs.put(keys.config, Buffer.from(JSON.stringify(newConfig, null, 2)));
+    stored = newConfig;
+    debug('created repository %s on %s (encrypted: %s)', id, storage.name, !!passphrase);
+  } else if (stored.encryption) {
+    if (!passphrase) {
+      throw new ConfigError(['the repository is encrypted: configure repository.encryption.passphraseEnv or passphraseFile (or pass a passphrase)'], { where });
+    }
+    for (const key of await rs.list(keys.keysPrefix)) {
+      const raw = JSON.parse((await rs.get(key)).toString('utf8'));
+      repoKeys = await openKeyFile(stored.id, raw, passphrase, `${storage.name}:${key}`);
+      if (repoKeys) break;
+    }
+    if (!repoKeys) throw new ConfigError(['the passphrase does not open any key of this repository'], { where });
+  }
+  const data = new RepositoryData(rs, stored, repoKeys, { workers: opts.workers, retry: opts.retry });
+  return new Repository(data, opts);
+}
+
+async function loadStoredConfig(rs: RetryingStorage, where: string): Promise<StoredConfig | null> {
+  const raw = await rs.getOrNull(keys.config);
+  if (!raw) return null;
+  let json: unknown;
+  try {
+    json = JSON.parse(raw.toString('utf8'));
+  } catch (cause) {
+    throw new CorruptImageError('the repository config is not JSON', { where: `${where}: ${keys.config}`, cause });
+  }
+  const parsed = storedConfigSchema.safeParse(json);
+  if (!parsed.success) {
+    throw new CorruptImageError(`the repository config is not valid: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`, { where: `${where}: ${keys.config}` });
+  }
+  if (parsed.data.version > REPOSITORY_FORMAT_VERSION) {
+    throw new StillpointError(`repository format version ${parsed.data.version} is newer than this Stillpoint understands (${REPOSITORY_FORMAT_VERSION})`, { where, hint: 'upgrade Stillpoint' });
+  }
+  return parsed.data;
+}
+
+/** Result of `storeDisk`, also reported per disk by the engine. */
+export interface StoreDiskResult {
+  bytesRead: number;
+  bytesStored: number;
+  fullRead: boolean;
+  reason?: string;
+}
+
+export class Repository {
+  constructor(readonly data: RepositoryData, readonly options: OpenRepositoryOptions = {}) {}
+
+  get storage(): RetryingStorage {
+    return this.data.storage;
+  }
+  get config(): StoredConfig {
+    return this.data.config;
+  }
+
+  /** Begin a restore point: takes the writer lock (a stale owner is detected and taken over). */
+  async startRestorePoint(meta: RestorePointMeta): Promise<RestorePointWriter> {
+    const parsed = restorePointMetaSchema.safeParse(meta);
+    if (!parsed.success) {
+      throw new ConfigError(parsed.error.issues.map((i) => `restore point ${i.path.join('.')}: ${i.message}`));
+    }
+    const lock = await WriterLock.acquire(this.storage, `backup of VM ${meta.vm.name} (job ${meta.job})`, this.options.lock);
+    try {
+      const previous = await this.latest(meta.vm.id);
+      return new RestorePointWriter(this, parsed.data as RestorePointMeta, previous, lock);
+    } catch (error) {
+      await lock.release();
+      throw error;
+    }
+  }
+
+  async manifestIds(): Promise<string[]> {
+    return (await this.storage.list(keys.restorePointsPrefix)).map((k) => k.slice(keys.restorePointsPrefix.length)).sort();
+  }
+
+  /** Load one restore point's manifest. */
+  async manifest(id: string): Promise<Manifest> {
+    const key = keys.restorePoint(id);
+    let plain: Buffer;
+    try {
+      plain = await this.data.getBlob(key);
+    } catch (error) {
+      if (error instanceof NotFoundError) throw new NotFoundError(`there is no restore point ${id}`, { where: this.storage.name, hint: 'list them with `stillpoint list`' });
+      throw error;
+    }
+    const parsed = manifestSchema.safeParse(JSON.parse(plain.toString('utf8')));
+    if (!parsed.success) {
+      throw new CorruptImageError(`manifest is not valid: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`, { where: key });
+    }
+    if (parsed.data.version > MANIFEST_VERSION) {
+      throw new StillpointError(`manifest version ${parsed.data.version} is newer than this Stillpoint understands`, { where: key, hint: 'upgrade Stillpoint' });
+    }
+    return parsed.data;
+  }
+
+  /** Every manifest, oldest first (by point-in-time, then id). */
+  async manifests(filter: { job?: string; vm?: string } = {}): Promise<Manifest[]> {
+    const out: Manifest[] = [];
+    for (const id of await this.manifestIds()) {
+      const m = await this.manifest(id);
+      if (filter.job && m.job !== filter.job) continue;
+      if (filter.vm && m.vm.id !== filter.vm && m.vm.name !== filter.vm) continue;
+      out.push(m);
+    }
+    return out.sort((a, b) => Date.parse(a.time) - Date.parse(b.time) || a.id.localeCompare(b.id));
+  }
+
+  async list(filter: { job?: string; vm?: string } = {}): Promise<RestorePointSummary[]> {
+    return (await this.manifests(filter)).map(summarise);
+  }
+
+  /** The newest restore point of a VM (by id or name), or null. */
+  async latest(vmId: string): Promise<Manifest | null> {
+    const all = await this.manifests({ vm: vmId });
+    return all.length ? all[all.length - 1] : null;
+  }
+
+  /** Resolve "latest" or an id prefix to a manifest, optionally for a VM. */
+  async resolve(ref: string, vm?: string): Promise<Manifest> {
+    if (ref === 'latest') {
+      if (!vm) throw new ConfigError(['restore point "latest" needs a VM']);
+      const m = await this.latest(vm);
+      if (!m) throw new NotFoundError(`VM ${vm} has no restore point`, { where: this.storage.name });
+      return m;
+    }
+    const ids = (await this.manifestIds()).filter((id) => id.startsWith(ref));
+    if (ids.length === 0) throw new NotFoundError(`there is no restore point ${ref}`, { where: this.storage.name, hint: 'list them with `stillpoint list`' });
+    if (ids.length > 1) throw new ConfigError([`restore point ${ref} is ambiguous: ${ids.slice(0, 5).join(', ')}`]);
+    return this.manifest(ids[0]);
+  }
+
+  /** Restore one disk of a restore point (id, id prefix, or "latest" with `vm`) to a raw image or a dynamic VHDX. */
+  async restoreDisk(restorePoint: string, diskId: string, path: string, options: RestoreDiskOptions & { vm?: string } = {}): Promise<{ bytes: number }> {
+    return restoreDisk(this, await this.resolve(restorePoint, options.vm), diskId, path, options);
+  }
+
+  /** Restore every disk of a restore point into a folder (one file per disk). */
+  async restoreVm(restorePoint: string, folder: string, options: RestoreDiskOptions & { vm?: string } = {}): Promise<Array<{ disk: string; path: string }>> {
+    return restoreVm(this, await this.resolve(restorePoint, options.vm), folder, options);
+  }
+
+  /** Write a byte range of a disk to a stream (e.g. stdout). */
+  async restoreRange(
+    restorePoint: string,
+    diskId: string,
+    range: { offset: number; length?: number },
+    out: Writable,
+    options: { vm?: string; onProgress?: (p: RestoreProgress) => void } = {},
+  ): Promise<{ bytes: number }> {
+    return restoreRange(this, await this.resolve(restorePoint, options.vm), diskId, range, out, options);
+  }
+
+  /** Quick (existence), deep (content) or sample verification; names damaged restore points and chunks. */
+  verify(options: VerifyOptions = {}): Promise<VerifyReport> {
+    return verifyRepository(this, options);
+  }
+
+  /** Remove the restore points the retention does not keep (chunks are freed by `gc`). */
+  prune(retention: Retention, options: { job?: string; vm?: string; dryRun?: boolean } = {}): Promise<PruneResult> {
+    return prune(this, retention, options);
+  }
+
+  /** Delete chunks and tables no restore point references; safe while a backup runs. */
+  gc(options: GcOptions = {}): Promise<GcResult> {
+    return garbageCollect(this, options);
+  }
+
+  async close(): Promise<void> {
+    await this.data.close();
+    await this.storage.target.close?.();
+  }
+}
+
+export function summarise(m: Manifest): RestorePointSummary {
+  return {
+    id: m.id,
+    job: m.job,
+    vm: { id: m.vm.id, name: m.vm.name },
+    time: m.time,
+    consistency: m.consistency,
+    disks: m.disks.map((d) => ({ id: d.id, virtualSize: d.virtualSize })),
+    bytesStored: m.disks.reduce((n, d) => n + d.bytesStored, 0),
+  };
+}
+
+/**
+ * One restore point being written. Disks are added with `storeDisk` (read here) or `addDisk`
+ * (a record stored elsewhere, e.g. by an off-host proxy with `storeDiskData`); `commit` writes
+ * the manifest last and atomically; `abort` leaves no restore point behind.
+ */
+export class RestorePointWriter {
+  private readonly disks = new Map<string, DiskRecord>();
+  private state: 'open' | 'committed' | 'aborted' = 'open';
+
+  constructor(
+    readonly repository: Repository,
+    readonly meta: RestorePointMeta,
+    /** The VM's latest restore point before this one: the base of incrementals. */
+    readonly previous: Manifest | null,
+    private readonly lock: WriterLock,
+  ) {}
+
+  /** The previous restore point's record of a disk, to hand to `storeDiskData` on a proxy. */
+  previousDisk(diskId: string): DiskRecord | null {
+    return this.previous?.disks.find((d) => d.id === diskId) ?? null;
+  }
+
+  async storeDisk(
+    disk: DiskIdentity,
+    source: OpenDisk,
+    opts: { changed?: StoreDiskOptions['changed']; onProgress?: (p: StoreProgress) => void; signal?: AbortSignal } = {},
+  ): Promise<StoreDiskResult> {
+    this.assertOpen();
+    const record = await this.repository.data.storeDiskData(disk, source, {
+      previous: this.previousDisk(disk.id),
+      previousId: this.previous?.id ?? null,
+      changed: opts.changed,
+      onProgress: opts.onProgress,
+      signal: opts.signal,
+    });
+    await this.addDisk(record);
+    return { bytesRead: record.bytesRead, bytesStored: record.bytesStored, fullRead: record.fullRead, reason: record.reason };
+  }
+
+  /** Attach a disk stored by `storeDiskData` (here or on a proxy); its chunk table must exist. */
+  async addDisk(record: DiskRecord): Promise<void> {
+    this.assertOpen();
+    const parsed = diskRecordSchema.safeParse(record);
+    if (!parsed.success) {
+      throw new StillpointError(`disk record is not valid: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`, { where: `disk ${record?.id}` });
+    }
+    if (this.disks.has(record.id)) throw new StillpointError('disk was stored twice in one restore point', { where: `VM ${this.meta.vm.name}, disk ${record.id}` });
+    if ((await this.repository.storage.head(keys.table(record.table))) === null) {
+      throw new StillpointError('the chunk table of this disk is not in the repository', { where: `VM ${this.meta.vm.name}, disk ${record.id}`, hint: 'store the disk again' });
+    }
+    this.disks.set(record.id, parsed.data);
+  }
+
+  /** Write the manifest (after every chunk and table is durable) and release the lock. */
+  async commit(): Promise<{ id: string }> {
+    this.assertOpen();
+    const id = restorePointId(new Date(), randomBytes(4).toString('hex'));
+    const manifest: Manifest = manifestSchema.parse({
+      format: 'stillpoint-restore-point',
+      version: MANIFEST_VERSION,
+      id,
+      ...this.meta,
+      committedAt: new Date().toISOString(),
+      previous: this.previous?.id ?? null,
+      disks: [...this.disks.values()],
+    });
+    try {
+      await this.repository.data.putBlob(keys.restorePoint(id), Buffer.from(JSON.stringify(manifest)));
+    } catch (error) {
+      await this.abort();
+      throw error;
+    }
+    this.state = 'committed';
+    await this.lock.release();
+    debug('committed restore point %s of VM %s', id, this.meta.vm.name);
+    return { id };
+  }
+
+  /** Give up: no manifest is written (stored chunks are unreferenced until `gc`), the lock is released. */
+  async abort(): Promise<void> {
+    if (this.state !== 'open') return;
+    this.state = 'aborted';
+    await this.lock.release();
+  }
+
+  private assertOpen(): void {
+    if (this.state !== 'open') throw new StillpointError(`the restore point was already ${this.state}`, { where: `VM ${this.meta.vm.name}` });
+  }
+}

@@ -1,0 +1,148 @@
+import { createHash } from 'node:crypto';
+import { keys, tableEntry, type Manifest } from './format.ts';
+import { runBounded } from './data.ts';
+import type { Repository } from './repository.ts';
+
+export interface VerifyOptions {
+  /** Read, decrypt, decompress and re-hash chunks (default: only check that they exist). */
+  deep?: boolean;
+  /** With `deep`: check this percentage of the distinct chunks, chosen at random (default 100). */
+  samplePercent?: number;
+  /** Only these restore points (default: all). */
+  restorePoints?: string[];
+  onProgress?: (p: { phase: 'manifests' | 'chunks'; done: number; total: number }) => void;
+}
+
+export interface VerifyProblem {
+  /** Disk id, or undefined for a problem with the manifest itself. */
+  disk?: string;
+  /** Chunk name (or chunk table name) that is damaged. */
+  chunk?: string;
+  /** Byte offset of the damaged chunk in the disk. */
+  offset?: number;
+  problem: string;
+}
+
+export interface DamagedRestorePoint {
+  id: string;
+  vm: string;
+  job: string;
+  problems: VerifyProblem[];
+}
+
+export interface VerifyReport {
+  mode: 'quick' | 'deep' | 'sample';
+  restorePoints: number;
+  /** Distinct chunks referenced by the checked restore points. */
+  chunksReferenced: number;
+  /** Chunks actually checked (existence, or content when deep). */
+  chunksChecked: number;
+  damaged: DamagedRestorePoint[];
+  /** Every damaged chunk name with what is wrong with it. */
+  damagedChunks: Array<{ chunk: string; problem: string }>;
+  ok: boolean;
+}
+
+/**
+ * Quick: every chunk a restore point references exists. Deep: each is read, decrypted,
+ * decompressed and re-hashed (all, or a random sample). Names every damaged restore point and chunk.
+ */
+export async function verifyRepository(repo: Repository, options: VerifyOptions = {}): Promise<VerifyReport> {
+  const percent = options.samplePercent ?? 100;
+  const mode: VerifyReport['mode'] = !options.deep ? 'quick' : percent >= 100 ? 'deep' : 'sample';
+  const ids = options.restorePoints ?? (await repo.manifestIds());
+  const manifests: Manifest[] = [];
+  const damaged = new Map<string, DamagedRestorePoint>();
+  const note = (m: { id: string; vm: string; job: string }, problem: VerifyProblem) => {
+    let d = damaged.get(m.id);
+    if (!d) damaged.set(m.id, (d = { id: m.id, vm: m.vm, job: m.job, problems: [] }));
+    d.problems.push(problem);
+  };
+
+  // Load manifests and chunk tables; collect the distinct referenced chunks.
+  const tables = new Map<string, Buffer | null>();
+  const referenced = new Set<string>();
+  let done = 0;
+  for (const id of ids) {
+    let m: Manifest;
+    try {
+      m = await repo.manifest(id);
+    } catch (error) {
+      note({ id, vm: '?', job: '?' }, { problem: `manifest cannot be read: ${(error as Error).message}` });
+      continue;
+    }
+    manifests.push(m);
+    for (const disk of m.disks) {
+      if (!tables.has(disk.table)) {
+        try {
+          tables.set(disk.table, await repo.data.loadTable(disk));
+        } catch (error) {
+          tables.set(disk.table, null);
+          note({ id: m.id, vm: m.vm.name, job: m.job }, { disk: disk.id, chunk: `table ${disk.table}`, problem: `chunk table cannot be read: ${(error as Error).message}` });
+          continue;
+        }
+      }
+      const table = tables.get(disk.table);
+      if (!table) continue;
+      for (let i = 0; i < disk.chunkCount; i++) {
+        const c = tableEntry(table, i);
+        if (c) referenced.add(c);
+      }
+    }
+    done++;
+    options.onProgress?.({ phase: 'manifests', done, total: ids.length });
+  }
+
+  // Check chunks.
+  const bad = new Map<string, string>();
+  let checked = 0;
+  if (mode === 'quick') {
+    const existing = new Set((await repo.storage.list(keys.chunksPrefix)).map((k) => k.slice(k.lastIndexOf('/') + 1)));
+    for (const c of referenced) if (!existing.has(c)) bad.set(c, 'missing');
+    checked = referenced.size;
+  } else {
+    const sample = [...referenced].filter((c) => percent >= 100 || sampled(c, percent));
+    await runBounded(sample, repo.data.workers.size * 2 + 2, async (c) => {
+      try {
+        await repo.data.readChunk(c);
+      } catch (error) {
+        const e = error as Error;
+        bad.set(c, e.name === 'CorruptImageError' && /missing/.test(e.message) ? 'missing' : `damaged: ${e.message}`);
+      }
+      checked++;
+      options.onProgress?.({ phase: 'chunks', done: checked, total: sample.length });
+    });
+  }
+
+  // Name the restore points that use a bad chunk.
+  if (bad.size > 0) {
+    for (const m of manifests) {
+      for (const disk of m.disks) {
+        const table = tables.get(disk.table);
+        if (!table) continue;
+        for (let i = 0; i < disk.chunkCount; i++) {
+          const c = tableEntry(table, i);
+          const problem = c && bad.get(c);
+          if (problem) note({ id: m.id, vm: m.vm.name, job: m.job }, { disk: disk.id, chunk: c, offset: i * disk.chunkSize, problem: `chunk ${problem}` });
+        }
+      }
+    }
+  }
+  const damagedList = [...damaged.values()].sort((a, b) => a.id.localeCompare(b.id));
+  return {
+    mode,
+    restorePoints: ids.length,
+    chunksReferenced: referenced.size,
+    chunksChecked: checked,
+    damaged: damagedList,
+    damagedChunks: [...bad].map(([chunk, problem]) => ({ chunk, problem })),
+    ok: damagedList.length === 0,
+  };
+}
+
+/** A random sample that differs between runs but is stable within one (salted by the run). */
+const salt = Math.random().toString(36);
+function sampled(chunk: string, percent: number): boolean {
+  const h = createHash('sha256').update(salt).update(chunk).digest();
+  return (h.readUInt32LE(0) / 0x1_0000_0000) * 100 < percent;
+}
