@@ -12,7 +12,7 @@ import type { Engine } from './engine.ts';
 import { decide, evaluatePrerequisites, type QuiescingFacts } from './prerequisites.ts';
 import type { BackupRepository, RestorePointWriter } from './repository-port.ts';
 import { DEFAULT_LIMITS, Limiters, type Limits } from './semaphore.ts';
-import { disksToRead, type Transport, type TransportSession, type TransportSink } from './transport.ts';
+import { disksToRead, type RepositoryAccess, type Transport, type TransportSession, type TransportSink } from './transport.ts';
 import type {
   ConsistencyPolicy, DiskResult, GroupRun, JobContext, JobResult, PresentedDisk, TransportMode, VmResult, VmRun,
 } from './types.ts';
@@ -45,6 +45,8 @@ export interface RunJobOptions {
   repository: BackupRepository;
   /** Name of the repository (key of the per-repository limit). */
   repositoryName?: string;
+  /** How another process (an off-host proxy) opens the repository; without it transports store through this process. */
+  repositoryAccess?: RepositoryAccess;
   journal: Journal;
   limits?: Limits;
   /** How long a guest may stay frozen (engine quiescing); the quiescer enforces it even if we die. */
@@ -153,7 +155,7 @@ export async function runJob(options: RunJobOptions): Promise<JobResult> {
     }
 
     // ---- the transport groups (one per VM on-host; one per volume off-host) -------------------
-    const groups = planGroups(tasks.filter((t) => isBackedUp(t)), engine, ctx, job);
+    const groups = planGroups(tasks.filter((t) => isBackedUp(t)), engine, ctx, job, limiters.limits.vmsPerSnapshot ?? DEFAULT_LIMITS.vmsPerSnapshot!);
     const unplanned = tasks.filter((t) => !isBackedUp(t));
     await Promise.all([
       ...groups.map((g) => runGroup(g)),
@@ -324,7 +326,9 @@ export async function runJob(options: RunJobOptions): Promise<JobResult> {
       if (signal.aborted) throw new StillpointError('the job was cancelled before this VM was read');
       const limited = transport.grouping === 'vm'
         ? (fn: () => Promise<void>) => limiters.host.run(task.run.vm.host, fn)
-        : (fn: () => Promise<void>) => limiters.proxy.run(transport.proxy ?? 'proxy', fn);
+        : transport.limitsProxies
+          ? (fn: () => Promise<void>) => fn()
+          : (fn: () => Promise<void>) => limiters.proxy.run(transport.proxy ?? 'proxy', fn);
       await limited(() => storeVm(task, session));
     } catch (e) {
       task.fail(e);
@@ -384,6 +388,22 @@ export async function runJob(options: RunJobOptions): Promise<JobResult> {
         await hooks.diskStored.promise(run, res);
         return res;
       }),
+      remote: options.repositoryAccess && writer.addDisk && writer.previousDisk ? {
+        repository: options.repositoryAccess,
+        previous: {
+          id: writer.previous?.id ?? null,
+          disks: Object.fromEntries(disksToRead(run).map((d) => [d.diskId, writer.previousDisk!(d.diskId)]).filter(([, r]) => r != null)),
+        },
+        reading: async (disk) => { await hooks.diskRead.promise(run, disk); },
+        progress: (p) => hooks.diskProgress.call(run, p),
+        addDisk: async (disk, stored) => {
+          await writer.addDisk!(stored.record);
+          const r = stored.record as { bytesRead: number; bytesStored: number; fullRead: boolean; reason?: string };
+          const res: DiskResult = { diskId: disk.diskId, bytesRead: r.bytesRead, bytesStored: r.bytesStored, fullRead: r.fullRead, reason: r.reason, durationMs: stored.durationMs };
+          await hooks.diskStored.promise(run, res);
+          return res;
+        },
+      } : undefined,
     };
   }
 
@@ -467,8 +487,13 @@ export function volumesOf(vm: VmFacts): string[] {
   return [...new Set(vm.disks.map((d) => d.volume))];
 }
 
-/** Pick the transport per VM and group the VMs: one group per VM on-host, one per volume off-host. */
-function planGroups(tasks: VmTask[], engine: Engine, ctx: JobContext, job: JobSpec): Array<{ run: GroupRun; transport: Transport; tasks: VmTask[] }> {
+/**
+ * Pick the transport per VM and group the VMs: one group per VM on-host, one per volume off-host
+ * (at most `vmsPerSnapshot` VMs each; a volume with more VMs gets several groups). Mode `auto`
+ * reads a VM off-host when a snapshot provider and the off-host transport serve its volume, and
+ * says which and why in the decision's reason.
+ */
+function planGroups(tasks: VmTask[], engine: Engine, ctx: JobContext, job: JobSpec, vmsPerSnapshot: number): Array<{ run: GroupRun; transport: Transport; tasks: VmTask[] }> {
   const onHost = (): Transport => {
     const t = engine.transport({ mode: 'onHost', job: ctx, proxy: job.proxy });
     if (!t) throw new StillpointError('no transport serves mode "onHost"');
@@ -484,19 +509,28 @@ function planGroups(tasks: VmTask[], engine: Engine, ctx: JobContext, job: JobSp
     let transport: Transport = onHost();
     let volume: VolumeRef | undefined;
     if (offHost && offHost.grouping === 'volume') {
-      const servable = volumes.length === 1 && engine.snapshotProvider({ name: volumes[0], path: volumes[0] });
-      if (servable) {
+      const ref: VolumeRef | undefined = volumes.length === 1 ? { name: volumes[0], path: volumes[0] } : undefined;
+      const provider = ref && engine.snapshotProvider(ref);
+      const why = !ref
+        ? `the VM's disks are on ${volumes.length} volumes (${volumes.join(', ')}); off-host backup needs them on one volume`
+        : !provider ? `no volume-snapshot provider serves volume ${ref.name}` : offHost.whyNot?.(ref);
+      if (!why) {
         transport = offHost;
-        volume = { name: volumes[0], path: volumes[0] };
+        volume = ref;
+        if (job.mode === 'auto') amendReason(task, `read off-host: ${provider!.name} snapshots volume ${ref!.name} and transport ${offHost.name} serves it`);
       } else if (job.mode === 'offHost') {
-        task.fail(new StillpointError(volumes.length === 1
-          ? `no volume-snapshot provider serves volume ${volumes[0]}`
-          : `the VM's disks are on ${volumes.length} volumes (${volumes.join(', ')}); off-host backup needs them on one volume`, { where: `VM ${task.run.vm.name}`, hint: 'use mode "auto" or "onHost" for this VM' }));
+        task.fail(new StillpointError(why, { where: `VM ${task.run.vm.name}`, hint: 'use mode "auto" or "onHost" for this VM' }));
+      } else {
+        amendReason(task, `read on-host: ${why}`);
       }
     } else if (offHost) {
       transport = offHost;
     }
-    const key = transport.grouping === 'volume' && volume ? `volume:${volume.name}` : `vm:${task.run.vm.id}`;
+    let key = transport.grouping === 'volume' && volume ? `volume:${volume.name}` : `vm:${task.run.vm.id}`;
+    if (transport.grouping === 'volume' && volume) {
+      // a volume with more VMs than one snapshot may hold gets further groups: volume:<name>#2, ...
+      for (let n = 2; (groups.get(key)?.tasks.length ?? 0) >= vmsPerSnapshot; n++) key = `volume:${volume.name}#${n}`;
+    }
     const existing = groups.get(key);
     task.run.group = key;
     if (existing) {
@@ -507,6 +541,11 @@ function planGroups(tasks: VmTask[], engine: Engine, ctx: JobContext, job: JobSp
     }
   }
   return [...groups.values()];
+}
+
+/** Add which transport reads the VM, and why, to the decision's reason (mode `auto`). */
+function amendReason(task: VmTask, why: string): void {
+  task.run.decision = { ...task.run.decision, reason: `${task.run.decision.reason}; ${why}` };
 }
 
 /** Resolve with `promise`, or reject after `ms` (the work goes on; its result is ignored). */

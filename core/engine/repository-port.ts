@@ -27,6 +27,12 @@ export interface RestorePointWriter {
   ): Promise<StoreDiskResult>;
   commit(): Promise<{ id: string }>;
   abort(): Promise<void>;
+  /** Attach a disk stored elsewhere (an off-host proxy running the repository's `storeDiskData`). */
+  addDisk?(record: unknown): Promise<void>;
+  /** The previous restore point's record of a disk (the base of an incremental stored elsewhere). */
+  previousDisk?(diskId: string): unknown;
+  /** The VM's previous restore point, if any. */
+  readonly previous?: { id: string } | null;
 }
 
 export interface BackupRepository {

@@ -64,9 +64,11 @@ export interface Limits {
   perProxy: number;
   /** Disks stored into one repository at once. */
   perRepository: number;
+  /** VMs one volume snapshot (off-host group) may hold; a volume with more VMs is split into several groups. */
+  vmsPerSnapshot?: number;
 }
 
-export const DEFAULT_LIMITS: Limits = { perHost: 2, perVolume: 1, perProxy: 2, perRepository: 4 };
+export const DEFAULT_LIMITS: Limits = { perHost: 2, perVolume: 1, perProxy: 2, perRepository: 4, vmsPerSnapshot: 16 };
 
 export class Limiters {
   readonly host: KeyedSemaphore;

@@ -1,6 +1,7 @@
 import type { DiskReader, OpenDisk } from '../contracts/reader.ts';
+import type { VolumeRef } from '../contracts/snapshot.ts';
 import { StillpointError } from '../errors.ts';
-import type { DiskResult, GroupRun, JobContext, PresentedDisk, VmRun } from './types.ts';
+import type { DiskProgress, DiskResult, GroupRun, JobContext, PresentedDisk, VmRun } from './types.ts';
 
 /** What `resolveTransport` is asked for. */
 export interface TransportRequest {
@@ -20,6 +21,30 @@ export interface TransportSink {
   presented(disks: PresentedDisk[]): Promise<void>;
   /** Read `source` (the open chain of `disk`) and store it into the VM's restore point. */
   storeDisk(disk: PresentedDisk, source: OpenDisk): Promise<DiskResult>;
+  /**
+   * Present when another process (an off-host proxy) can store the disks itself: what it needs to
+   * reach the repository, and how to attach what it stored. Absent: use `storeDisk`.
+   */
+  remote?: RemoteStoreSink;
+}
+
+/** How another process opens the repository: the config's `repository` section and its passphrase. */
+export interface RepositoryAccess {
+  config: Record<string, unknown>;
+  passphrase?: string;
+}
+
+/** The part of a sink for disks stored by another process (with the repository's `storeDiskData`). */
+export interface RemoteStoreSink {
+  repository: RepositoryAccess;
+  /** The VM's previous restore point (the base of an incremental): its id and, per disk id, its disk record. */
+  previous: { id: string | null; disks: Record<string, unknown> };
+  /** Reading of `disk` starts elsewhere (fires `diskRead`). */
+  reading(disk: PresentedDisk): Promise<void>;
+  /** Progress of a disk stored elsewhere (fires `diskProgress`). */
+  progress(progress: DiskProgress): void;
+  /** Attach a disk record stored elsewhere to the VM's restore point (fires `diskStored`). */
+  addDisk(disk: PresentedDisk, stored: { record: unknown; durationMs: number }): Promise<DiskResult>;
 }
 
 /** A transport's work on one group (one VM for on-host, one volume snapshot for off-host). */
@@ -47,6 +72,13 @@ export interface Transport {
   readonly grouping: 'vm' | 'volume';
   /** Proxy name for the per-proxy concurrency limit (off-host). */
   readonly proxy?: string;
+  /** True when the transport applies per-proxy limits itself (it picks among several proxies); the engine then skips `limits.perProxy`. */
+  readonly limitsProxies?: boolean;
+  /**
+   * Why this transport cannot read `volume` (e.g. no proxy sees it), or undefined when it can.
+   * Mode `auto` uses it to choose between off-host and on-host per volume (and says why).
+   */
+  whyNot?(volume: VolumeRef): string | undefined;
   openGroup(group: GroupRun): Promise<TransportSession>;
 }
 
