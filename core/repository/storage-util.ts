@@ -30,6 +30,7 @@ export function storageError(error: unknown, op: string, where: string): Error {
   const code = e?.code ?? '';
   switch (code) {
     case 'ENOENT':
+    case 'ENOTDIR':
       return new NotFoundError(`${op}: no such object`, { where, cause: e });
     case 'ENOSPC':
     case 'EDQUOT':

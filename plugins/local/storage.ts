@@ -146,21 +146,31 @@ export class LocalStorage implements StorageTarget {
 
   private async ensureDir(dir: string): Promise<void> {
     if (this.knownDirs.has(dir)) return;
-    try {
-      const created = await mkdir(dir, { recursive: true, mode: 0o700 });
-      if (created) {
-        // Make the new directory entries durable, from the first created one's parent down.
-        let d = dir;
-        const chain: string[] = [];
-        while (d.length >= created.length) {
-          chain.push(dirname(d));
-          d = dirname(d);
-        }
-        for (const p of chain.reverse()) await fsyncDir(p);
-        debug('created %s', dir);
+    // Find the deepest existing ancestor, then create each missing level (so that the real
+    // error, e.g. EROFS or EACCES, is reported) and make each new entry durable.
+    const missing: string[] = [];
+    let d = dir;
+    for (;;) {
+      try {
+        const s = await stat(d);
+        if (!s.isDirectory()) throw Object.assign(new Error(`${d} is not a directory`), { code: 'ENOTDIR' });
+        break;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw storageError(error, 'create directory', d);
+        missing.push(d);
+        const parent = dirname(d);
+        if (parent === d) break;
+        d = parent;
       }
-    } catch (error) {
-      throw storageError(error, 'create directory', dir);
+    }
+    for (const m of missing.reverse()) {
+      try {
+        await mkdir(m, { mode: 0o700 });
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw storageError(error, 'create directory', m);
+      }
+      await fsyncDir(dirname(m));
+      debug('created %s', m);
     }
     this.knownDirs.add(dir);
   }
