@@ -13,7 +13,7 @@ const debug = createDebug('stillpoint:off-host');
 
 /** How to reach a proxy: start it (locally or through ssh) and speak over its stdio, or connect to a socket. */
 export type ProxyEndpoint =
-  | { command: string[]; env?: Record<string, string> }
+  | { command: string[]; env?: Record<string, string>; cwd?: string }
   | { socket: string }
   | { host: string; port: number };
 
@@ -129,7 +129,7 @@ export class ProxyClient {
     if ('command' in endpoint) {
       const [program, ...args] = endpoint.command;
       if (!program) throw new StillpointError('the proxy command is empty', { where: `proxy "${options.name}"` });
-      const child = spawn(program, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...endpoint.env } });
+      const child = spawn(program, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...endpoint.env }, cwd: endpoint.cwd });
       client = new ProxyClient(child.stdout!, child.stdin!, options, child);
     } else {
       const socket: Socket = 'socket' in endpoint ? netConnect(endpoint.socket) : netConnect(endpoint.port, endpoint.host);
