@@ -1,0 +1,339 @@
+import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import test from 'ava';
+import { RawFileDisk } from '../../core/repository/index.ts';
+import { ConfigError, CorruptImageError, NotFoundError, StillpointError } from '../../core/errors.ts';
+import { fixture, meta, MiB, mixedImage, scatterChanges, writeImage } from './helpers.ts';
+
+async function backup(repo: Awaited<ReturnType<Awaited<ReturnType<typeof fixture>>['open']>>, path: string, opts: { vm?: string; time?: Date; changed?: Array<{ offset: number; length: number }> | null; disk?: string } = {}) {
+  const writer = await repo.startRestorePoint(meta(opts.vm, opts.time));
+  const source = await RawFileDisk.open(path);
+  try {
+    const result = await writer.storeDisk({ id: opts.disk ?? 'scsi0-0', virtualSize: source.virtualSize, logicalSectorSize: 512 }, source, { changed: opts.changed });
+    const { id } = await writer.commit();
+    return { id, result };
+  } finally {
+    await source.close();
+  }
+}
+
+test('full backup, incremental with changed ranges, hash-skipping full read: each restore point restores whole', async (t) => {
+  const f = await fixture();
+  try {
+    const repo = await f.open();
+    const v1 = mixedImage(8 * MiB + 4096);
+    const img = await writeImage(f.dir, 'disk.img', v1);
+    const b1 = await backup(repo, img, { time: new Date('2026-01-01T00:00:00Z') });
+    t.true(b1.result.fullRead);
+    t.regex(b1.result.reason!, /no previous restore point/);
+    t.is(b1.result.bytesRead, v1.length);
+    t.true(b1.result.bytesStored < v1.length * 0.7, 'zeros are not stored and text compresses');
+
+    const v2 = Buffer.from(v1);
+    const changed = scatterChanges(v2, 5, 10_000);
+    await writeFile(img, v2);
+    const b2 = await backup(repo, img, { time: new Date('2026-01-02T00:00:00Z'), changed });
+    t.false(b2.result.fullRead);
+    t.regex(b2.result.reason!, new RegExp(`incremental: \\d+ changed range\\(s\\).*since restore point ${b1.id}`));
+    t.true(b2.result.bytesRead <= 5 * 2 * 64 * 1024, `only changed chunks are read (${b2.result.bytesRead})`);
+
+    const v3 = Buffer.from(v2);
+    scatterChanges(v3, 3, 5000, 99);
+    await writeFile(img, v3);
+    const b3 = await backup(repo, img, { time: new Date('2026-01-03T00:00:00Z'), changed: null });
+    t.true(b3.result.fullRead);
+    t.regex(b3.result.reason!, /change tracking was reset/);
+    t.true(b3.result.bytesStored < 3 * 2 * 70 * 1024 + 4096, `unchanged chunks skipped by hash (${b3.result.bytesStored} stored)`);
+
+    const b4 = await backup(repo, img, { time: new Date('2026-01-04T00:00:00Z') });
+    t.regex(b4.result.reason!, /no change tracking/);
+
+    for (const [id, expected] of [[b1.id, v1], [b2.id, v2], [b3.id, v3], [b4.id, v3]] as const) {
+      const out = join(f.dir, `restore-${id}.img`);
+      const progress: number[] = [];
+      await repo.restoreDisk(id, 'scsi0-0', out, { onProgress: (p) => progress.push(p.bytesDone) });
+      t.true((await readFile(out)).equals(expected), `restore point ${id} restores its own content`);
+      t.is(progress.at(-1), expected.length);
+    }
+    const list = await repo.list({ vm: 'vm-1' });
+    t.deepEqual(list.map((s) => s.id), [b1.id, b2.id, b3.id, b4.id]);
+    t.is((await repo.latest('vm-1'))!.id, b4.id);
+    t.is((await repo.manifest(b2.id)).previous, b1.id);
+    t.deepEqual((await repo.manifest(b1.id)).vm.configuration, { generation: 2, memoryMiB: 1024 });
+    t.is((await repo.manifest(b1.id)).consistency.method, 'online');
+    t.true((await repo.verify({ deep: true })).ok);
+  } finally {
+    await f.cleanup();
+  }
+});
+
+test('zero extents are recorded, not stored; the reader allocation is honoured', async (t) => {
+  const f = await fixture();
+  try {
+    const repo = await f.open();
+    const data = Buffer.alloc(4 * MiB);
+    data.fill(7, MiB, 2 * MiB);
+    const img = await writeImage(f.dir, 'sparse.img', data);
+    const writer = await repo.startRestorePoint(meta());
+    // The reader says only [1 MiB, 2 MiB) holds data: nothing else may be read.
+    const source = await RawFileDisk.open(img, { extents: [
+      { offset: 0, length: MiB, kind: 'zero' },
+      { offset: MiB, length: MiB, kind: 'data' },
+      { offset: 2 * MiB, length: 2 * MiB, kind: 'zero' },
+    ] });
+    const r = await writer.storeDisk({ id: 'd', virtualSize: data.length, logicalSectorSize: 4096 }, source, {});
+    await source.close();
+    t.is(r.bytesRead, MiB);
+    const { id } = await writer.commit();
+    const m = await repo.manifest(id);
+    t.is(m.disks[0].dataChunks, 16);
+    t.is(m.disks[0].zeroChunks, 48);
+    t.is(m.disks[0].logicalSectorSize, 4096);
+    let chunks = 0;
+    for await (const _ of f.storage.list('chunks/')) chunks++;
+    t.is(chunks, 1, 'sixteen identical chunks are stored once');
+    const out = join(f.dir, 'out.img');
+    await repo.restoreDisk(id, 'd', out);
+    t.true((await readFile(out)).equals(data));
+    t.true((await stat(out)).blocks * 512 <= 2 * MiB, 'zero chunks stay holes in the restored image');
+  } finally {
+    await f.cleanup();
+  }
+});
+
+test('restore a byte range to a stream and all disks of a VM into a folder', async (t) => {
+  const f = await fixture();
+  try {
+    const repo = await f.open();
+    const a = mixedImage(3 * MiB + 512);
+    const b = mixedImage(MiB);
+    const writer = await repo.startRestorePoint(meta('vm-2'));
+    for (const [diskId, data] of [['scsi0-0', a], ['scsi0-1', b]] as const) {
+      const src = await RawFileDisk.open(await writeImage(f.dir, `${diskId}.img`, data));
+      await writer.storeDisk({ id: diskId, virtualSize: data.length, logicalSectorSize: 512 }, src, {});
+      await src.close();
+    }
+    const { id } = await writer.commit();
+
+    const out = new PassThrough({ highWaterMark: 1024 });
+    const parts: Buffer[] = [];
+    out.on('data', (c: Buffer) => parts.push(c));
+    const r = await repo.restoreRange('latest', 'scsi0-0', { offset: 100_000, length: 2 * MiB }, out, { vm: 'vm-2' });
+    t.is(r.bytes, 2 * MiB);
+    t.true(Buffer.concat(parts).equals(a.subarray(100_000, 100_000 + 2 * MiB)));
+
+    const folder = join(f.dir, 'vm-2-restore');
+    const files = await repo.restoreVm(id, folder);
+    t.deepEqual(files.map((x) => x.disk), ['scsi0-0', 'scsi0-1']);
+    t.true((await readFile(join(folder, 'scsi0-0.img'))).equals(a));
+    t.true((await readFile(join(folder, 'scsi0-1.img'))).equals(b));
+    await t.throwsAsync(() => repo.restoreDisk(id, 'scsi0-0', join(folder, 'scsi0-0.img')), { message: /target file exists/ });
+    await t.throwsAsync(() => repo.restoreDisk(id, 'nope', join(folder, 'x.img')), { instanceOf: NotFoundError, message: /has no disk "nope".*scsi0-0, scsi0-1/ });
+    await t.throwsAsync(() => repo.restoreDisk('19990101', 'scsi0-0', join(folder, 'x.img')), { instanceOf: NotFoundError });
+  } finally {
+    await f.cleanup();
+  }
+});
+
+test('encryption: names and contents reveal nothing, the key file is 0600, a wrong passphrase is refused', async (t) => {
+  const f = await fixture();
+  try {
+    const repo = await f.open({ passphrase: 'correct horse' });
+    const data = Buffer.alloc(MiB, 'PLAINTEXT-MARKER ');
+    const img = await writeImage(f.dir, 'd.img', data);
+    const { id } = await backup(repo, img);
+    for await (const key of f.storage.list('')) {
+      const blob = await f.storage.get(key);
+      t.false(blob.includes('PLAINTEXT-MARKER'), `${key} holds no plaintext`);
+      if (key.startsWith('keys/')) t.is((await stat(join(f.dir, 'repo', key))).mode & 0o777, 0o600);
+    }
+    const stored = JSON.parse((await f.storage.get('config')).toString());
+    t.is(stored.chunkHash, 'hmac-sha256');
+    await t.throwsAsync(() => f.open({ passphrase: 'wrong' }), { instanceOf: ConfigError, message: /passphrase does not open/ });
+    await t.throwsAsync(() => f.open({ passphrase: undefined, create: false }), { instanceOf: ConfigError, message: /encrypted/ });
+    const again = await f.open({ passphrase: 'correct horse' });
+    const out = join(f.dir, 'r.img');
+    await again.restoreDisk(id, 'scsi0-0', out);
+    t.true((await readFile(out)).equals(data));
+    // The passphrase from an environment variable or a file, as the config asks.
+    const { openRepository, repositoryConfigSchema } = await import('../../core/repository/index.ts');
+    const cfg = (encryption: object) => repositoryConfigSchema.parse({ storage: { type: 'local', options: {} }, encryption });
+    const viaEnv = await openRepository(f.storage, cfg({ passphraseEnv: 'SP_PASS' }), { env: { SP_PASS: 'correct horse' }, workers: 1 });
+    t.is((await viaEnv.list()).length, 1);
+    await viaEnv.close();
+    await writeFile(join(f.dir, 'pass.txt'), 'correct horse\n', { mode: 0o600 });
+    const viaFile = await openRepository(f.storage, cfg({ passphraseFile: 'pass.txt' }), { configDir: f.dir, workers: 1 });
+    t.is((await viaFile.list()).length, 1);
+    await viaFile.close();
+    await t.throwsAsync(() => openRepository(f.storage, cfg({ passphraseEnv: 'SP_PASS' }), { env: {} }), { instanceOf: ConfigError, message: /set the environment variable SP_PASS/ });
+  } finally {
+    await f.cleanup();
+  }
+});
+
+test('one writer at a time; a stale lock (dead owner) is taken over; abort leaves no restore point', async (t) => {
+  const f = await fixture();
+  try {
+    const repo = await f.open();
+    const img = await writeImage(f.dir, 'd.img', mixedImage(MiB));
+    const w1 = await repo.startRestorePoint(meta());
+    await t.throwsAsync(() => repo.startRestorePoint(meta('vm-other')), { message: /locked by backup of VM VM vm-1.*pid/ });
+    const src = await RawFileDisk.open(img);
+    await w1.storeDisk({ id: 'd', virtualSize: MiB, logicalSectorSize: 512 }, src, {});
+    await src.close();
+    await w1.abort();
+    t.deepEqual(await repo.list(), [], 'an aborted restore point does not exist');
+    await t.throwsAsync(() => w1.commit(), { message: /already aborted/ });
+
+    // A lock left by a process that died.
+    const lock = { format: 'stillpoint-lock', host: (await import('node:os')).hostname(), pid: 2 ** 22 + 17, session: 'dead', purpose: 'backup of VM x', acquiredAt: new Date().toISOString(), heartbeatAt: new Date().toISOString() };
+    await f.storage.put('locks/writer', Buffer.from(JSON.stringify(lock)));
+    const w2 = await repo.startRestorePoint(meta());
+    await w2.commit();
+    t.is((await repo.list()).length, 1);
+    t.is(await f.storage.head('locks/writer'), null, 'commit releases the lock');
+  } finally {
+    await f.cleanup();
+  }
+});
+
+test('verify: quick finds a missing chunk, deep a corrupted one; both name the restore point and chunk; restore names it too', async (t) => {
+  const f = await fixture();
+  try {
+    const repo = await f.open();
+    const img = await writeImage(f.dir, 'd.img', mixedImage(2 * MiB));
+    const b1 = await backup(repo, img, { time: new Date('2026-02-01T00:00:00Z') });
+    const b2 = await backup(repo, img, { time: new Date('2026-02-02T00:00:00Z') });
+    const ok = await repo.verify();
+    t.true(ok.ok);
+    t.is(ok.mode, 'quick');
+    const m = await repo.manifest(b1.id);
+    const chunkKeys: string[] = [];
+    for await (const k of f.storage.list('chunks/')) chunkKeys.push(k);
+    chunkKeys.sort();
+    // Corrupt one chunk on disk (flip a byte), remove another.
+    const victim = chunkKeys[0];
+    const path = join(f.dir, 'repo', victim);
+    const blob = await readFile(path);
+    blob[blob.length - 3] ^= 0xff;
+    await writeFile(path, blob);
+    const gone = chunkKeys[1];
+    await f.storage.delete(gone);
+
+    const quick = await repo.verify();
+    t.false(quick.ok);
+    t.deepEqual(quick.damagedChunks.map((c) => c.chunk), [gone.split('/')[2]]);
+    t.deepEqual(quick.damaged.map((d) => d.id).sort(), [b1.id, b2.id].sort());
+
+    const deep = await repo.verify({ deep: true });
+    t.deepEqual(deep.damagedChunks.map((c) => c.chunk).sort(), [gone, victim].map((k) => k.split('/')[2]).sort());
+    const p = deep.damaged[0].problems.find((x) => x.chunk === victim.split('/')[2])!;
+    t.is(p.disk, 'scsi0-0');
+    t.is(typeof p.offset, 'number');
+    t.regex(p.problem, /damaged/);
+    t.deepEqual(deep.damaged.map((d) => d.id).sort(), [b1.id, b2.id].sort());
+    t.is(m.disks[0].chunkCount, 32);
+
+    const sample = await repo.verify({ deep: true, samplePercent: 50 });
+    t.is(sample.mode, 'sample');
+    t.true(sample.chunksChecked < sample.chunksReferenced);
+
+    const error = await t.throwsAsync(() => repo.restoreDisk(b1.id, 'scsi0-0', join(f.dir, 'r.img')));
+    t.true(error instanceof CorruptImageError || error instanceof StillpointError);
+    t.true(error!.message.includes(victim) || error!.message.includes(gone), 'restore names the damaged chunk');
+    t.deepEqual((await readdir(f.dir)).filter((n) => n.startsWith('r.img')), [], 'a failed restore leaves no partial file');
+  } finally {
+    await f.cleanup();
+  }
+});
+
+test('retention and prune per job and VM; gc removes only unreferenced chunks, and defers while a backup runs', async (t) => {
+  const f = await fixture();
+  try {
+    const repo = await f.open();
+    const images: Buffer[] = [];
+    const ids: string[] = [];
+    for (let day = 1; day <= 5; day++) {
+      const data = mixedImage(MiB);
+      images.push(data);
+      const img = await writeImage(f.dir, `d${day}.img`, data);
+      ids.push((await backup(repo, img, { time: new Date(`2026-03-0${day}T12:00:00Z`) })).id);
+    }
+    const other = await backup(repo, await writeImage(f.dir, 'o.img', mixedImage(MiB)), { vm: 'vm-9', time: new Date('2026-01-01T00:00:00Z') });
+
+    const dry = await repo.prune({ keepLast: 2 }, { dryRun: true });
+    t.deepEqual(dry.removed.map((r) => r.id).sort(), ids.slice(0, 3).sort());
+    t.is((await repo.list()).length, 6, 'a dry run removes nothing');
+    const pruned = await repo.prune({ keepLast: 2 });
+    t.deepEqual(pruned.removed.map((r) => r.id).sort(), ids.slice(0, 3).sort());
+    t.true(pruned.kept.some((k) => k.id === other.id), 'another VM keeps its own last restore point');
+
+    // While a backup holds the lock, gc marks but deletes nothing.
+    const writer = await repo.startRestorePoint(meta('vm-3'));
+    const during = await repo.gc();
+    t.true(during.deferred);
+    t.true(during.candidates > 0);
+    t.regex(during.reason!, /locked by backup/);
+    // That backup reuses content of a pruned restore point (dedup by head) and commits.
+    const src = await RawFileDisk.open(await writeImage(f.dir, 'reuse.img', images[0]));
+    await writer.storeDisk({ id: 'scsi0-0', virtualSize: MiB, logicalSectorSize: 512 }, src, {});
+    await src.close();
+    await writer.commit();
+
+    const gc = await repo.gc();
+    t.false(gc.deferred);
+    t.true(gc.deletedChunks > 0);
+    t.true((await repo.verify({ deep: true })).ok, 'every remaining restore point is whole after gc');
+    for (const s of await repo.list()) {
+      const m = await repo.manifest(s.id);
+      const out = join(f.dir, `after-gc-${s.id}.img`);
+      await repo.restoreDisk(s.id, m.disks[0].id, out);
+    }
+    const reused = (await repo.list({ vm: 'vm-3' }))[0];
+    t.true((await readFile(join(f.dir, `after-gc-${reused.id}.img`))).equals(images[0]), 'the chunks the backup reused survived gc');
+    t.is((await repo.gc()).candidates, 0);
+  } finally {
+    await f.cleanup();
+  }
+});
+
+test('storeDiskData + addDisk: the data part runs apart from the writer and returns a serialisable record', async (t) => {
+  const f = await fixture();
+  try {
+    const repo = await f.open({ passphrase: 'pw' });
+    const img = await writeImage(f.dir, 'd.img', mixedImage(2 * MiB));
+    await backup(repo, img);
+    const writer = await repo.startRestorePoint(meta());
+    // The "proxy": its own repository data handle, opened from storage + config + passphrase.
+    const { openRepositoryData, repositoryConfigSchema } = await import('../../core/repository/index.ts');
+    const proxy = await openRepositoryData(f.storage, repositoryConfigSchema.parse({ storage: { type: 'local', options: {} } }), { passphrase: 'pw', workers: 1 });
+    const src = await RawFileDisk.open(img);
+    const record = await proxy.storeDiskData({ id: 'scsi0-0', virtualSize: 2 * MiB, logicalSectorSize: 512 }, src, {
+      previous: writer.previousDisk('scsi0-0'),
+      changed: [],
+    });
+    await src.close();
+    await proxy.close();
+    const wire = JSON.parse(JSON.stringify(record));
+    t.is(wire.bytesRead, 0, 'nothing changed, nothing read');
+    await writer.addDisk(wire);
+    await t.throwsAsync(() => writer.addDisk(wire), { message: /stored twice/ });
+    await t.throwsAsync(() => writer.addDisk({ ...wire, id: 'x', table: 'f'.repeat(64) }), { message: /chunk table of this disk is not in the repository/ });
+    const { id } = await writer.commit();
+    const out = join(f.dir, 'r.img');
+    await repo.restoreDisk(id, 'scsi0-0', out);
+    t.true((await readFile(out)).equals(await readFile(img)));
+  } finally {
+    await f.cleanup();
+  }
+});
+
+test('opening a storage target without a repository says how to create one', async (t) => {
+  const f = await fixture();
+  try {
+    await t.throwsAsync(() => f.open({ create: false }), { instanceOf: NotFoundError, message: /no Stillpoint repository here.*stillpoint init/ });
+  } finally {
+    await f.cleanup();
+  }
+});
