@@ -109,8 +109,8 @@ export class ProxyClient {
     this.#decoder = new LineDecoder(options.maxLineBytes);
     this.closed = new Promise((resolve) => { this.#resolveClosed = resolve; });
     input.on('data', (chunk: Buffer) => this.#onData(chunk));
-    input.on('end', () => this.#lose('the connection was closed'));
-    input.on('close', () => this.#lose('the connection was closed'));
+    input.on('end', () => this.#ended('the connection was closed'));
+    input.on('close', () => this.#ended('the connection was closed'));
     input.on('error', (error) => this.#lose(`connection error: ${error.message}`));
     output.on('error', (error) => this.#lose(`connection error: ${error.message}`));
     if (child) {
@@ -292,6 +292,13 @@ export class ProxyClient {
     if (!pending) return;
     this.#pending.delete(id);
     pending.reject(error);
+  }
+
+  /** The stream ended: for a started proxy, wait a moment for its exit status, which says more. */
+  #ended(reason: string): void {
+    const child = this.#child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return this.#lose(reason);
+    setTimeout(() => this.#lose(reason), 2000).unref();
   }
 
   #lose(reason: string): void {

@@ -53,6 +53,8 @@ export default definePlugin('off-host', offHostOptionsSchema, (options, context)
   });
   return {
     name: 'off-host',
+    /** Each running job's proxy pool, by run id (for tools and tests that look at the proxies). */
+    pools: pools as ReadonlyMap<string, ProxyPool>,
     apply(engine) {
       engine.hooks.resolveTransport.tap('off-host', (request) => {
         if (request.mode !== 'offHost') return undefined;

@@ -103,6 +103,16 @@ export class ProxyPool {
     for (const wake of this.#waiters.splice(0)) wake();
   }
 
+  /** The proxies connected now, by name. */
+  async connected(): Promise<Map<string, ProxyClient>> {
+    const out = new Map<string, ProxyClient>();
+    for (const s of this.#states) {
+      const client = await s.client?.catch(() => undefined);
+      if (client?.alive) out.set(s.spec.name, client);
+    }
+    return out;
+  }
+
   /** Says bye to every connected proxy (started proxies exit). */
   async close(): Promise<void> {
     const clients = await Promise.allSettled(this.#states.map((s) => s.client).filter((c): c is Promise<ProxyClient> => !!c));

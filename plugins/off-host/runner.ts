@@ -6,7 +6,8 @@ import type { Engine } from '../../core/engine/engine.ts';
 import { ConfigError, StillpointError } from '../../core/errors.ts';
 import { diskRecordSchema } from '../../core/repository/format.ts';
 import { repositoryConfigSchema } from '../../core/repository/options.ts';
-import { openRepository, type Repository } from '../../core/repository/repository.ts';
+import type { RepositoryData } from '../../core/repository/data.ts';
+import { openRepositoryData } from '../../core/repository/open-data.ts';
 import type { TaskRunner } from './session.ts';
 
 const debug = createDebug('stillpoint:proxy');
@@ -39,9 +40,9 @@ export interface TaskRunnerOptions {
  */
 export function createTaskRunner(engine: Engine, options: TaskRunnerOptions = {}): TaskRunner & { close(): Promise<void> } {
   const env = options.env ?? process.env;
-  const repositories = new Map<string, Promise<Repository>>();
+  const repositories = new Map<string, Promise<RepositoryData>>();
 
-  const repositoryFor = (config: Record<string, unknown>, passphrase: string | undefined, where: string): Promise<Repository> => {
+  const repositoryFor = (config: Record<string, unknown>, passphrase: string | undefined, where: string): Promise<RepositoryData> => {
     const parsed = repositoryConfigSchema.safeParse(config);
     if (!parsed.success) {
       throw new ConfigError(parsed.error.issues.map((i) => `task repository.config.${i.path.join('.')}: ${i.message}`), { where });
@@ -51,7 +52,7 @@ export function createTaskRunner(engine: Engine, options: TaskRunnerOptions = {}
     let repo = repositories.get(key);
     if (!repo) {
       const storage = engine.storage(parsed.data.storage);
-      repo = openRepository(storage, parsed.data, { passphrase: secret, env, configDir: options.configDir, workers: options.workers });
+      repo = openRepositoryData(storage, parsed.data, { passphrase: secret, env, configDir: options.configDir, workers: options.workers });
       repositories.set(key, repo);
       repo.catch(() => repositories.delete(key));
     }
@@ -81,7 +82,7 @@ export function createTaskRunner(engine: Engine, options: TaskRunnerOptions = {}
       }
       try {
         debug('task %s: reading %s (%s)', task.id, disk.diskId, disk.path);
-        const record = await repo.data.storeDiskData(
+        const record = await repo.storeDiskData(
           { id: disk.diskId, virtualSize: disk.virtualSize, logicalSectorSize: source.logicalSectorSize },
           source,
           {
@@ -103,7 +104,11 @@ export function createTaskRunner(engine: Engine, options: TaskRunnerOptions = {}
     async close() {
       const opened = await Promise.allSettled(repositories.values());
       repositories.clear();
-      for (const r of opened) if (r.status === 'fulfilled') await r.value.close();
+      for (const r of opened) {
+        if (r.status !== 'fulfilled') continue;
+        await r.value.close();
+        await r.value.storage.target.close?.();
+      }
     },
   });
 }
