@@ -11,10 +11,10 @@ import { checkpointName, reconcile } from '../journal/reconcile.ts';
 import type { Engine } from './engine.ts';
 import { decide, evaluatePrerequisites, type QuiescingFacts } from './prerequisites.ts';
 import type { BackupRepository, RestorePointWriter } from './repository-port.ts';
-import { DEFAULT_LIMITS, Limiters, type Limits } from './semaphore.ts';
+import { DEFAULT_LIMITS, Limiters, Semaphore, type Limits } from './semaphore.ts';
 import { disksToRead, type RepositoryAccess, type Transport, type TransportSession, type TransportSink } from './transport.ts';
 import type {
-  ConsistencyPolicy, DiskResult, GroupRun, JobContext, JobResult, PresentedDisk, TransportMode, VmResult, VmRun,
+  ConsistencyPolicy, Decision, DiskResult, PrerequisiteReport, GroupRun, JobContext, JobResult, PresentedDisk, TransportMode, VmResult, VmRun,
 } from './types.ts';
 
 const debug = createDebug('stillpoint:pipeline');
@@ -27,6 +27,8 @@ export interface VmSelector {
   hosts?: string[];
   /** Only VMs of these driver instances (default: every driver). */
   drivers?: string[];
+  /** Any further condition (e.g. the config's per-driver `hosts`). */
+  where?: (vm: VmFacts) => boolean;
 }
 
 export interface JobSpec {
@@ -49,6 +51,8 @@ export interface RunJobOptions {
   repositoryAccess?: RepositoryAccess;
   journal: Journal;
   limits?: Limits;
+  /** Restore points written at once (the repository holds a writer lock per restore point; default 1). */
+  restorePointWriters?: number;
   /** How long a guest may stay frozen (engine quiescing); the quiescer enforces it even if we die. */
   freezeTimeoutMs?: number;
   /** How long to wait for a thaw to be confirmed. */
@@ -80,7 +84,8 @@ export function selectVms(vms: VmFacts[], selector: VmSelector): VmFacts[] {
     selector.include.some((p) => matches(vm, p)) &&
     !selector.exclude.some((p) => matches(vm, p)) &&
     (!selector.hosts || selector.hosts.includes(vm.host)) &&
-    (!selector.drivers || selector.drivers.includes(vm.driver)));
+    (!selector.drivers || selector.drivers.includes(vm.driver)) &&
+    (!selector.where || selector.where(vm)));
 }
 
 /** One VM's state while it goes through the pipeline. */
@@ -124,6 +129,8 @@ export async function runJob(options: RunJobOptions): Promise<JobResult> {
   const runId = newRunId(startedAt);
   const result: JobResult = { runId, job: job.name, startedAt: startedAt.toISOString(), durationMs: 0, vms: [], status: 'failed', reconciled: [] };
   const driverByName = new Map(drivers.map((d) => [d.name, d]));
+  // the repository takes a writer lock per restore point: open only as many writers as it allows
+  const restorePointWriters = new Semaphore(options.restorePointWriters ?? 1);
 
   await journal.beginRun({ runId, job: job.name, startedAt: result.startedAt });
   try {
@@ -148,9 +155,7 @@ export async function runJob(options: RunJobOptions): Promise<JobResult> {
     for (const vm of vms) {
       const driver = driverByName.get(vm.driver);
       if (!driver) throw new StillpointError(`VM ${vm.name} names driver "${vm.driver}", which is not configured`, { hint: 'a driver must report its own instance name in VmFacts.driver' });
-      const quiescing = await quiescingFacts(engine, driver, vm);
-      const report = hooks.prerequisites.call(evaluatePrerequisites(vm, inventory, quiescing), vm, ctx);
-      const decision = hooks.decision.call(decide(report, job.consistency, quiescing), report, ctx);
+      const { report, decision } = await assessVm(engine, driver, vm, ctx);
       tasks.push(new VmTask({ job: ctx, vm, driver, report, decision }));
     }
 
@@ -329,7 +334,7 @@ export async function runJob(options: RunJobOptions): Promise<JobResult> {
         : transport.limitsProxies
           ? (fn: () => Promise<void>) => fn()
           : (fn: () => Promise<void>) => limiters.proxy.run(transport.proxy ?? 'proxy', fn);
-      await limited(() => storeVm(task, session));
+      await limited(() => restorePointWriters.run(() => storeVm(task, session)));
     } catch (e) {
       task.fail(e);
     } finally {
@@ -460,6 +465,14 @@ function toResult(task: VmTask): VmResult {
     bytesStored: task.disks.reduce((n, d) => n + d.bytesStored, 0),
     durationMs: Date.now() - task.started,
   };
+}
+
+/** Steps 1 and 2 for one VM: the prerequisite report (through the `prerequisites` waterfall) and the decision (through `decision`). Used by `runJob` and `stillpoint check`. */
+export async function assessVm(engine: Engine, driver: HypervisorDriver, vm: VmFacts, ctx: JobContext): Promise<{ report: PrerequisiteReport; decision: Decision }> {
+  const quiescing = await quiescingFacts(engine, driver, vm);
+  const report = engine.hooks.prerequisites.call(evaluatePrerequisites(vm, ctx.inventory, quiescing), vm, ctx);
+  const decision = engine.hooks.decision.call(decide(report, ctx.policy, quiescing), report, ctx);
+  return { report, decision };
 }
 
 async function quiescingFacts(engine: Engine, driver: HypervisorDriver, vm: VmFacts): Promise<QuiescingFacts> {

@@ -1,9 +1,25 @@
 import type { CliCommand } from '../command.ts';
 import { proxyCommand } from './proxy.ts';
 import { labInitCommand } from './lab-init.ts';
+import { backupCommand } from './backup.ts';
+import { checkCommand } from './check.ts';
+import { listCommand } from './list.ts';
+import { restoreCommand } from './restore.ts';
+import { verifyCommand } from './verify.ts';
+import { cleanupCommand } from './cleanup.ts';
+import { pluginsCommand } from './plugins.ts';
+import { initCommand } from './init.ts';
 
 /** Every CLI command, one module each. Add yours with one import and one entry. */
 export const commands: CliCommand[] = [
   proxyCommand,
   labInitCommand,
+  backupCommand,
+  checkCommand,
+  listCommand,
+  restoreCommand,
+  verifyCommand,
+  cleanupCommand,
+  pluginsCommand,
+  initCommand,
 ];

@@ -1,0 +1,80 @@
+import type { Engine } from '../engine/engine.ts';
+import type { JobResult, VmRun } from '../engine/types.ts';
+import type { CliIo } from './command.ts';
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return `${i === 0 ? v : v.toFixed(v >= 100 ? 0 : 1)} ${units[i]}`;
+}
+
+export function formatDuration(ms: number): string {
+  if (ms < 1000) return `${ms} ms`;
+  const s = ms / 1000;
+  if (s < 60) return `${s.toFixed(1)} s`;
+  const m = Math.floor(s / 60);
+  return `${m} min ${Math.round(s - m * 60)} s`;
+}
+
+/** A plain text table; columns padded to their widest cell. */
+export function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]))).join('  ').trimEnd();
+  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+}
+
+/**
+ * Progress of a backup: on a terminal one line per disk redrawn in place (bytes, rate, ETA);
+ * otherwise plain lines when a VM starts a step and when a disk is done. `--json` prints nothing here.
+ */
+export function attachProgress(engine: Engine, io: CliIo, mode: 'tty' | 'plain' | 'none'): void {
+  if (mode === 'none') return;
+  const out = (s: string) => io.stdout.write(s);
+  const h = engine.hooks;
+  const label = (run: VmRun) => `${run.vm.name}`;
+  let live = false;
+  const endLive = () => { if (live) { out('\n'); live = false; } };
+  const say = (s: string) => { endLive(); out(`${s}\n`); };
+  h.jobStart.tap('progress', (job) => say(`job ${job.job}: run ${job.runId}`));
+  h.decision.tap('progress', (d, report) => { say(`${report.vm.name}: ${d.method} - ${d.reason}`); return d; });
+  h.checkpointCreated.tap('progress', (run, cp) => say(`${label(run)}: checkpoint ${cp.name} created (${cp.disks.length} disk${cp.disks.length === 1 ? '' : 's'})`));
+  h.volumeSnapshotCreated.tap('progress', (s) => say(`volume ${s.volume.name}: snapshot ${s.id} created`));
+  h.volumeSnapshotDeleted.tap('progress', (s, _g, err) => say(`volume ${s.volume.name}: snapshot ${s.id} ${err ? `NOT deleted: ${err}` : 'deleted'}`));
+  const started = new Map<string, number>();
+  h.diskRead.tap('progress', (run, disk) => {
+    started.set(`${run.vm.id}/${disk.diskId}`, Date.now());
+    if (mode === 'plain') say(`${label(run)}: reading disk ${disk.diskId} (${disk.path})`);
+  });
+  h.diskProgress.tap('progress', (run, p) => {
+    if (mode !== 'tty') return;
+    const t0 = started.get(`${run.vm.id}/${p.diskId}`) ?? Date.now();
+    const secs = Math.max(0.001, (Date.now() - t0) / 1000);
+    const rate = p.bytesRead / secs;
+    const eta = rate > 0 && p.totalBytes > p.bytesRead ? `ETA ${formatDuration(((p.totalBytes - p.bytesRead) / rate) * 1000)}` : '';
+    const pct = p.totalBytes > 0 ? `${Math.min(100, Math.floor((p.bytesRead / p.totalBytes) * 100))}%` : '';
+    out(`\r\x1b[2K${label(run)} ${p.diskId}: ${pct} read ${formatBytes(p.bytesRead)} of ${formatBytes(p.totalBytes)}, stored ${formatBytes(p.bytesStored)}, ${formatBytes(rate)}/s ${eta}`);
+    live = true;
+  });
+  h.diskStored.tap('progress', (run, r) => say(`${label(run)}: disk ${r.diskId} stored: read ${formatBytes(r.bytesRead)}, stored ${formatBytes(r.bytesStored)} in ${formatDuration(r.durationMs)}${r.fullRead ? '' : ' (changed blocks only)'}`));
+  h.afterMerge.tap('progress', (run, cp, err) => say(`${label(run)}: checkpoint ${cp.name} ${err ? `NOT merged: ${err}` : 'merged'}`));
+  h.vmDone.tap('progress', (r) => say(`${r.vm.name}: ${r.outcome}${r.error ? ` - ${r.error}` : ''}`));
+}
+
+/** The summary table of a job: VM, method and why, bytes read, bytes stored, duration, result. */
+export function summary(result: JobResult): string {
+  const lines: string[] = [];
+  lines.push(`job ${result.job} (run ${result.runId}): ${result.status}, ${formatDuration(result.durationMs)}`);
+  for (const r of result.reconciled) lines.push(`  reconcile: ${r}`);
+  if (result.error) lines.push(`  error: ${result.error}`);
+  if (result.vms.length > 0) {
+    lines.push(table(
+      ['VM', 'METHOD', 'WHY', 'READ', 'STORED', 'DURATION', 'RESULT'],
+      result.vms.map((v) => [v.vm.name, v.method, v.reason, formatBytes(v.bytesRead), formatBytes(v.bytesStored), formatDuration(v.durationMs),
+        v.outcome === 'success' ? `ok ${v.restorePoint ?? ''}`.trim() : `${v.outcome}${v.error && v.error !== v.reason ? `: ${v.error}` : ''}`]),
+    ));
+    for (const v of result.vms) for (const w of v.warnings) lines.push(`  warning (${v.vm.name}): ${w}`);
+  }
+  return lines.join('\n');
+}
