@@ -191,8 +191,8 @@ export class LabDriver implements HypervisorDriver {
   // ---- inventory -----------------------------------------------------------------------------
 
   async #answer(step: 'inventory' | 'checkpoint' | 'merge', host: string, vm?: string): Promise<void> {
-    const f = await this.#failures!.fire(step, { host, vm });
-    if (f?.on === 'host') {
+    const f = await this.#failures!.hostSilent(step, { host, vm });
+    if (f) {
       throw new TransientError(f.message ?? `host ${host} does not answer (WinRM: the operation timed out)`, {
         where: `lab host ${host}`, hint: 'check that the host is up and reachable, then run the job again',
       });
@@ -291,10 +291,10 @@ export class LabDriver implements HypervisorDriver {
         try {
           const held = await guest.hold('boundary', { timeoutMs: deadline, hang });
           holdId = held.id;
-          this.trace.record('guest-quiesced', { vm: vm.name, detail: `at transaction ${JSON.stringify(held.lastTransaction)}` });
+          this.trace.record('guest-quiesced', { vm: vm.name, checkpoint: request.name, detail: `at transaction ${JSON.stringify(held.lastTransaction)}` });
         } catch (error) {
           failed = (error as Error).message;
-          this.trace.record('quiesce-failed', { vm: vm.name, detail: failed });
+          this.trace.record('quiesce-failed', { vm: vm.name, checkpoint: request.name, detail: failed });
         }
       }
       if (failed) {
@@ -331,7 +331,7 @@ export class LabDriver implements HypervisorDriver {
     }
     if (guest && holdId !== undefined) {
       const inTime = await guest.resume(holdId, Object.fromEntries(stored.disks.map((d) => [d.diskId, d.avhdx])));
-      if (consistency === 'application') this.trace.record('guest-thawed', { vm: vm.name });
+      if (consistency === 'application') this.trace.record('guest-thawed', { vm: vm.name, checkpoint: request.name });
       if (!inTime) {
         // The guest thawed itself before the AVHDXs took its writes: the checkpoint is not consistent.
         stored.consistency = 'crash';

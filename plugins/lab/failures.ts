@@ -27,10 +27,17 @@ export class FailureInjector {
 
   /** The failure that fires now for this step and VM (consuming one of its `times`), if any. */
   async fire(step: FailureStep, target: { vm?: string; host: string }): Promise<Failure | undefined> {
+    return this.#fire(step, target, (f) => f.on === step && (f.vm ? f.vm === target.vm : f.host === target.host));
+  }
+
+  /** The "host stops answering" failure that fires now for this step and host, if any. */
+  async hostSilent(step: FailureStep, target: { vm?: string; host: string }): Promise<Failure | undefined> {
+    return this.#fire(step, target, (f) => f.on === 'host' && f.host === target.host && (f.during === 'any' || f.during === step));
+  }
+
+  async #fire(step: FailureStep, target: { vm?: string; host: string }, match: (f: Failure) => boolean): Promise<Failure | undefined> {
     for (const failure of this.#failures) {
-      const matches = failure.on === 'host'
-        ? failure.host === target.host && (failure.during === 'any' || failure.during === step)
-        : failure.on === step && (failure.vm ? failure.vm === target.vm : failure.host === target.host);
+      const matches = match(failure);
       if (!matches) continue;
       const key = JSON.stringify(failure);
       const counts = this.#counts();
