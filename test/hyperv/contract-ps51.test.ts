@@ -1,0 +1,4 @@
+import test from 'ava';
+import { hypervContract } from './contract.ts';
+
+hypervContract(test, '5.1');
