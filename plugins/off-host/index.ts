@@ -14,9 +14,12 @@ const debug = createDebug('stillpoint:off-host');
 /** The `stillpoint` executable of this installation (the default local proxy runs it). */
 export const STILLPOINT_BIN = fileURLToPath(new URL('../../core/cli/stillpoint.js', import.meta.url));
 
-/** The default proxy: `stillpoint proxy` started on this machine, seeing every volume. */
+/**
+ * The default proxy: `stillpoint proxy` started on this machine (in the config's directory), seeing
+ * every volume, with the plugins of the same config (found from that directory).
+ */
 export function localProxy(): ProxySpec {
-  return { name: 'local', command: [process.execPath, STILLPOINT_BIN, 'proxy', '--listen', 'stdio', '--name', 'local'], volumes: ['*'], concurrency: 2 };
+  return { name: 'local', command: [process.execPath, STILLPOINT_BIN, 'proxy', '--listen', 'stdio', '--name', 'local', '--config-search'], volumes: ['*'], concurrency: 2 };
 }
 
 /** How to reach a configured proxy (relative paths resolve against the config's directory). */

@@ -3,7 +3,9 @@ import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import createDebug from 'debug';
+import { loadConfig } from '../../core/config/load.ts';
 import { Engine } from '../../core/engine/engine.ts';
+import { loadPlugins } from '../../core/plugins/loader.ts';
 import { ConfigError, StillpointError } from '../../core/errors.ts';
 import type { PluginFactory } from '../../core/plugin.ts';
 import { createTaskRunner } from './runner.ts';
@@ -34,6 +36,11 @@ export interface ProxyMainOptions {
   passphraseEnv?: string;
   /** Plugins to load (short names or paths); undefined: the default set, those that are installed. */
   plugins?: string[];
+  /**
+   * Load the plugins of a config instead (the coordinator's, so custom storage targets and readers
+   * are there too): a path, or `true` to search from `cwd` as `stillpoint backup` does.
+   */
+  config?: string | true;
   cwd: string;
   env: NodeJS.ProcessEnv;
   /** Where the proxy's human messages go (never stdout in stdio mode: that is the protocol). */
@@ -43,9 +50,17 @@ export interface ProxyMainOptions {
 /** Builds the proxy's engine (readers, storage targets) and runs the proxy until it stops. */
 export async function runProxyMain(options: ProxyMainOptions): Promise<RunningProxy> {
   const engine = new Engine();
-  const specs = options.plugins ?? DEFAULT_PROXY_PLUGINS;
-  const context = { configDir: options.cwd, stateDir: options.env.STILLPOINT_STATE_DIR ?? join(homedir(), '.local', 'state', 'stillpoint') };
+  let configDir = options.cwd;
   const loaded: string[] = [];
+  if (options.config !== undefined) {
+    if (options.plugins) throw new ConfigError(['--plugins and --config exclude each other: a proxy loads either the listed plugins or those of a config']);
+    const config = await loadConfig({ cwd: options.cwd, configPath: options.config === true ? undefined : options.config, env: options.env });
+    configDir = config.configDir;
+    await loadPlugins(engine, config.config, { configDir, stateDir: config.stateDir });
+    loaded.push(...engine.plugins.filter((p) => p.hooks.includes('resolveReader') || p.hooks.includes('resolveStorage')).map((p) => p.name));
+  }
+  const specs = options.config !== undefined ? [] : options.plugins ?? DEFAULT_PROXY_PLUGINS;
+  const context = { configDir: options.cwd, stateDir: options.env.STILLPOINT_STATE_DIR ?? join(homedir(), '.local', 'state', 'stillpoint') };
   for (const spec of specs) {
     const path = pluginModule(spec, options.cwd);
     if (!path) {
@@ -64,7 +79,7 @@ export async function runProxyMain(options: ProxyMainOptions): Promise<RunningPr
     loaded.push(spec);
   }
   if (!loaded.length) throw new StillpointError('the proxy loaded no plugin: it can read no disk and reach no storage', { hint: 'give --plugins vhdx,local (or the plugins your repository needs)' });
-  await engine.start();
+  if (options.config === undefined) await engine.start();
   let token: string | undefined;
   if (options.tokenFile) {
     try {
@@ -74,7 +89,7 @@ export async function runProxyMain(options: ProxyMainOptions): Promise<RunningPr
     }
     if (!token) throw new ConfigError([`--token-file: ${options.tokenFile} is empty`]);
   }
-  const runner = createTaskRunner(engine, { passphraseEnv: options.passphraseEnv, env: options.env, configDir: options.cwd });
+  const runner = createTaskRunner(engine, { passphraseEnv: options.passphraseEnv, env: options.env, configDir });
   const running = await startProxy(options.listen, { name: options.name, concurrency: options.concurrency, runner, token });
   options.log(`stillpoint proxy "${options.name}" (pid ${process.pid}, plugins: ${loaded.join(', ') || 'none'}) ${running.address ? `listening on ${running.address}` : 'on stdio'}`);
   void running.stopped.finally(async () => {

@@ -18,6 +18,8 @@ Options:
   --passphrase-env VAR   the repository passphrase, when the coordinator does not send it (TCP)
   --plugins LIST         comma-separated plugins to load: built-in names or module paths
                          (default: vhdx,local,sftp, those installed)
+  --config PATH          load the plugins of this config instead (the coordinator's config)
+  --config-search        load the plugins of the config found from the working directory
 `;
 
 export const proxyCommand: CliCommand = {
@@ -36,6 +38,8 @@ export const proxyCommand: CliCommand = {
           'token-file': { type: 'string' },
           'passphrase-env': { type: 'string' },
           plugins: { type: 'string' },
+          config: { type: 'string', short: 'c' },
+          'config-search': { type: 'boolean' },
           help: { type: 'boolean', short: 'h' },
         },
         strict: true,
@@ -64,6 +68,7 @@ export const proxyCommand: CliCommand = {
         tokenFile: values['token-file'],
         passphraseEnv: values['passphrase-env'],
         plugins: values.plugins?.split(',').map((s) => s.trim()).filter(Boolean),
+        config: values.config ?? (values['config-search'] ? true : undefined),
         cwd: io.cwd,
         env: io.env,
         log,
