@@ -86,7 +86,7 @@ test.serial('with quiescing disabled (policy crash) and writes in flight, the ve
   const s = await backupSetup(smallLab({ workload: { dataPages: 512, pageDelayMs: 3, txGapMs: 0 } }));
   try {
     let torn = 0;
-    for (let i = 0; i < 4 && torn === 0; i++) {
+    for (let i = 0; i < 8 && torn === 0; i++) {
       const result = await s.run({ consistency: 'crash', vms: { include: ['win1'], exclude: [] } });
       t.is(result.status, 'success', result.error);
       t.is(result.vms[0].level, 'crash');

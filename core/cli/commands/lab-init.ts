@@ -40,7 +40,8 @@ export const labInitCommand: CliCommand = {
     const { resolve } = await import('node:path');
     try {
       const result = await initDemoLab(resolve(io.cwd, parsed.positionals[0]), { force: parsed.values.force });
-      const rel = relative(io.cwd, result.dir) || '.';
+      const rel = relative(io.cwd, result.dir);
+      const shown = rel === '' ? '.' : rel.startsWith('..') ? result.dir : rel;
       io.stdout.write([
         `Created a demo lab in ${result.dir}`,
         `  lab:    ${result.labFile} (hosts, cluster, volumes, VMs; edit freely)`,
@@ -48,7 +49,7 @@ export const labInitCommand: CliCommand = {
         `  VMs:    ${result.vms.join(', ')}`,
         '',
         'Back them all up:',
-        `  cd ${rel} && stillpoint backup`,
+        `  cd ${shown} && stillpoint backup`,
         '',
       ].join('\n'));
       return EXIT.ok;
