@@ -60,7 +60,7 @@ function typeName(expected: string): string {
 }
 
 /** One readable line per problem: `<path>: expected <what>, got <what was found>`. */
-export function formatIssues(issues: readonly z.core.$ZodIssue[], schema: Schema, prefix: ReadonlyArray<PropertyKey> = []): string[] {
+export function formatIssues(issues: readonly z.core.$ZodIssue[], schema: Schema, prefix: ReadonlyArray<PropertyKey> = [], rootLength = prefix.length): string[] {
   const out: string[] = [];
   for (const issue of issues) {
     const path = [...prefix, ...issue.path];
@@ -74,7 +74,7 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[], schema: Schema
         out.push(`${at}: expected ${typeName(issue.expected)}, got ${describeValue(input)}`);
         break;
       case 'unrecognized_keys': {
-        const known = keysAt(schema, path);
+        const known = keysAt(schema, path.slice(rootLength));
         for (const key of issue.keys) {
           const best = known.map((k) => ({ k, d: distance(key, k) })).sort((a, b) => a.d - b.d)[0];
           const hint = best && best.d <= Math.max(2, Math.floor(key.length / 3)) ? ` (did you mean "${best.k}"?)` : known.length ? ` (known fields: ${known.join(', ')})` : '';
@@ -106,7 +106,7 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[], schema: Schema
         // the branch whose type matched went deeper: report its problems; else list the types expected
         const deep = issue.errors.filter((branch) => branch.some((i) => i.path.length > 0 || i.code !== 'invalid_type'));
         if (deep.length === 1) {
-          out.push(...formatIssues(deep[0], schema, path));
+          out.push(...formatIssues(deep[0], schema, path, rootLength));
         } else {
           const expected = issue.errors.flatMap((b) => b.filter((i) => i.code === 'invalid_type' && i.path.length === 0).map((i) => typeName((i as { expected: string }).expected)));
           out.push(`${at}: expected ${[...new Set(expected)].join(' or ') || 'another value'}, got ${describeValue(input)}`);
