@@ -1,4 +1,5 @@
 import { runJob } from '../../engine/pipeline.ts';
+import { resolvePassphrase } from '../../repository/index.ts';
 import type { JobResult } from '../../engine/types.ts';
 import { EXIT, type CliCommand } from '../command.ts';
 import { attachProgress, summary } from '../output.ts';
@@ -42,6 +43,11 @@ export const backupCommand: CliCommand = {
       try {
         const drivers = session.drivers();
         const repository = await session.repository({ create: true });
+        // What an off-host proxy needs to store into the repository itself.
+        const repositoryAccess = {
+          config: session.config.repository,
+          passphrase: await resolvePassphrase(session.config.repository, { configDir: session.loaded.configDir, env: io.env }),
+        };
         const results: JobResult[] = [];
         const pruned: Array<{ job: string; removed: number }> = [];
         for (const job of jobs) {
@@ -49,7 +55,7 @@ export const backupCommand: CliCommand = {
           const { config } = session;
           const result = await runJob({
             engine: session.engine, job: session.jobSpec(job), drivers, repository,
-            repositoryName: config.repository.storage.type, journal: session.journal,
+            repositoryName: config.repository.storage.type, repositoryAccess, journal: session.journal,
             limits: config.limits, freezeTimeoutMs: config.timeouts.freezeSeconds * 1000,
             thawTimeoutMs: config.timeouts.thawSeconds * 1000, signal: controller.signal,
           });
