@@ -61,7 +61,7 @@ export interface VhdxLayerInfo {
     payloadStates: Record<string, number>;
     sectorBitmapStates: Record<string, number>;
   };
-  log: { replayed: boolean; inMemory?: boolean; entriesReplayed?: number; writes?: number; validEntriesSeen?: number; otherGuidEntries?: number; lastFileOffset?: number; flushedFileOffset?: number };
+  log: { replayed: boolean; staleEntries?: number; inMemory?: boolean; entriesReplayed?: number; writes?: number; validEntriesSeen?: number; otherGuidEntries?: number; lastFileOffset?: number; flushedFileOffset?: number };
 }
 
 export interface VhdxLinkInfo {

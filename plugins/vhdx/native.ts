@@ -22,8 +22,15 @@ export class VhdxLinkageError extends StillpointError {}
 export class VhdxBusyError extends StillpointError {}
 
 function libraryPath(): string {
+  const override = process.env.STILLPOINT_VHDX_LIB;
+  if (override) {
+    if (existsSync(override)) return override;
+    throw new StillpointError('the native VHDX library named by STILLPOINT_VHDX_LIB does not exist', {
+      where: override,
+      hint: 'unset STILLPOINT_VHDX_LIB or run `npm run build:native`',
+    });
+  }
   const candidates = [
-    process.env.STILLPOINT_VHDX_LIB,
     join(here, 'native', 'lib', 'libstillpoint_vhdx.so'),
     join(here, 'native', 'target', 'release', 'libstillpoint_vhdx.so'),
     join(here, 'native', 'target', 'release', 'libstillpoint_vhdx.dylib'),
@@ -32,7 +39,7 @@ function libraryPath(): string {
   const found = candidates.find((p) => existsSync(p));
   if (!found) {
     throw new StillpointError('the native VHDX library is not built', {
-      where: candidates.slice(1, 3).join(' or '),
+      where: candidates.slice(0, 2).join(' or '),
       hint: 'run `npm run build:native` (needs cargo) and try again',
     });
   }
@@ -55,8 +62,9 @@ const i32 = (value: number): Param => ({ type: DataType.I32, value });
 const buf = (value: Buffer): Param => ({ type: DataType.U8Array, value });
 
 /** Maps a negative return code and its message to the error that says what to do. */
-function toError(code: number, message: string, where: string): Error {
+function toError(code: number, message: string, whereArg: string): Error {
   const msg = message || `native VHDX call failed with code ${code}`;
+  const where = msg.includes(whereArg) ? undefined : whereArg;
   switch (-code) {
     case 2: return new CorruptImageError(msg, { where, hint: 'the image is damaged or not a VHDX; check it with `stillpoint vhdx info`' });
     case 3: return new NotFoundError(msg, { where });

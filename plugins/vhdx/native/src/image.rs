@@ -53,6 +53,8 @@ pub struct Layer {
     pub geo: Geometry,
     pub replay: Option<Replay>,
     pub replay_in_memory: bool,
+    /// Valid log entries found while the header's LogGuid is zero (stale, not replayed).
+    pub stale_log_entries: u64,
     overlay: Vec<LogWrite>,
     real_len: u64,
     logical_len: u64,
@@ -153,6 +155,7 @@ impl Layer {
             geo: Geometry::new(MIB, 512, MIB, false),
             replay: None,
             replay_in_memory: false,
+            stale_log_entries: 0,
             overlay: Vec::new(),
             real_len,
             logical_len: real_len,
@@ -208,6 +211,8 @@ impl Layer {
                 layer.replay_in_memory = true;
             }
             layer.replay = Some(rep);
+        } else if header.log_length > 0 && header.log_offset.checked_add(header.log_length as u64).map_or(false, |e| e <= real_len) {
+            layer.stale_log_entries = crate::log::count_valid_entries(&*layer.backing, header.log_offset, header.log_length as u64);
         }
 
         // ---- region table -------------------------------------------------------------------

@@ -87,7 +87,7 @@ pub fn layer_json(l: &Layer) -> String {
         })
         .collect();
     let log = match &l.replay {
-        None => "{\"replayed\":false}".to_string(),
+        None => format!("{{\"replayed\":false,\"staleEntries\":{}}}", l.stale_log_entries),
         Some(r) => format!(
             "{{\"replayed\":true,\"inMemory\":{},\"entriesReplayed\":{},\"writes\":{},\"validEntriesSeen\":{},\"otherGuidEntries\":{},\"lastFileOffset\":{},\"flushedFileOffset\":{}}}",
             l.replay_in_memory,

@@ -225,3 +225,17 @@ pub fn build_entry(guid: Guid, seq: u64, tail: u32, flushed: u64, last: u64, wri
     put32(&mut e, 4, c);
     e
 }
+
+/// Counts entries with a valid checksum anywhere in the log, whatever their GUID (for `info`
+/// when the header's LogGuid is zero: such entries are stale and never replayed).
+pub fn count_valid_entries(b: &dyn Backing, log_off: u64, log_len: u64) -> u64 {
+    let mut n = 0;
+    let mut pos = 0;
+    while pos < log_len {
+        if let Ok(Some(_)) = parse_entry(b, log_off, log_len, pos) {
+            n += 1;
+        }
+        pos += SECTOR;
+    }
+    n
+}
