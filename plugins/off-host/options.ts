@@ -13,7 +13,10 @@ export const proxySpecSchema = z.object({
   port: z.number().int().min(1).max(65535).optional(),
   /** File holding the proxy's token (needed for a TCP proxy that is not on loopback). */
   tokenFile: z.string().min(1).optional(),
-  /** Names of the volumes whose snapshots this proxy can read; "*" for every volume. */
+  /**
+   * The volumes whose snapshots this proxy can read, as the driver names them (the lab and Hyper-V
+   * name a volume by its path): names or glob patterns, e.g. "/srv/vm-*" or "C:\\ClusterStorage\\Volume?"; "*" for every volume.
+   */
   volumes: z.array(z.string().min(1)).min(1).default(['*']),
   /** VMs this proxy reads at once. */
   concurrency: z.number().int().min(1).max(256).default(2),

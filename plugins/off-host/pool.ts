@@ -121,6 +121,11 @@ export class ProxyPool {
   }
 }
 
-function sees(spec: ProxySpec, volume: string): boolean {
-  return spec.volumes.includes('*') || spec.volumes.includes(volume);
+/** Whether the proxy sees `volume`: its `volumes` are names or glob patterns (`*` any characters, `?` one). */
+export function sees(spec: ProxySpec, volume: string): boolean {
+  return spec.volumes.some((pattern) => {
+    if (!/[*?]/.test(pattern)) return pattern === volume;
+    const body = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+    return new RegExp(`^${body}$`).test(volume);
+  });
 }
