@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
-import { parseArgs } from 'node:util';
 import { EXIT, type CliCommand } from '../command.ts';
+import { parse } from './common.ts';
 import { parseListen } from '../../../plugins/off-host/server.ts';
 import { runProxyMain } from '../../../plugins/off-host/proxy-main.ts';
 
@@ -27,27 +27,18 @@ export const proxyCommand: CliCommand = {
   summary: 'Run an off-host backup proxy (reads disks from volume snapshots, stores them)',
   usage,
   async run(argv, io) {
-    let values;
-    try {
-      ({ values } = parseArgs({
-        args: argv,
-        options: {
-          listen: { type: 'string', default: 'stdio' },
-          name: { type: 'string' },
-          concurrency: { type: 'string', default: '2' },
-          'token-file': { type: 'string' },
-          'passphrase-env': { type: 'string' },
-          plugins: { type: 'string' },
-          config: { type: 'string', short: 'c' },
-          'config-search': { type: 'boolean' },
-          help: { type: 'boolean', short: 'h' },
-        },
-        strict: true,
-      }));
-    } catch (error) {
-      io.stderr.write(`stillpoint proxy: ${(error as Error).message}\n\n${usage}`);
-      return EXIT.usage;
-    }
+    const parsed = parse(argv, {
+      listen: { type: 'string', default: 'stdio' },
+      name: { type: 'string' },
+      concurrency: { type: 'string', default: '2' },
+      'token-file': { type: 'string' },
+      'passphrase-env': { type: 'string' },
+      plugins: { type: 'string' },
+      config: { type: 'string', short: 'c' },
+      'config-search': { type: 'boolean' },
+    }, usage, io, false);
+    if (!parsed) return EXIT.usage;
+    const { values } = parsed;
     if (values.help) {
       io.stdout.write(usage);
       return EXIT.ok;
