@@ -12,6 +12,8 @@ export interface MountTable {
   mounts: MountEntry[];
   /** `major:minor` of loop block devices (hv_vss_daemon does not freeze those). */
   loopDevices: Set<string>;
+  /** Said when a configured mount point is not in the table (e.g. the guest agent lists only block-device filesystems). */
+  note?: string;
 }
 
 export interface ScriptResult {

@@ -134,7 +134,7 @@ export function selectLikeVssDaemon(entries: MountEntry[], loopDevices: Readonly
  * The configured mount points, each of which must be a mount point of the guest (a path inside a
  * filesystem is refused: fsfreeze would freeze the whole filesystem that holds it).
  */
-export function selectMountPoints(entries: MountEntry[], mountPoints: string[], guest: string): FreezeTarget[] {
+export function selectMountPoints(entries: MountEntry[], mountPoints: string[], guest: string, note?: string): FreezeTarget[] {
   const chosen: MountEntry[] = [];
   const missing: string[] = [];
   for (const mountPoint of mountPoints) {
@@ -143,7 +143,7 @@ export function selectMountPoints(entries: MountEntry[], mountPoints: string[], 
     else missing.push(mountPoint);
   }
   if (missing.length > 0) {
-    throw new StillpointError(`${missing.map((m) => JSON.stringify(m)).join(', ')} ${missing.length === 1 ? 'is not a mount point' : 'are not mount points'} on the guest`, {
+    throw new StillpointError(`${missing.map((m) => JSON.stringify(m)).join(', ')} ${missing.length === 1 ? 'is not a mount point' : 'are not mount points'} on the guest${note ? ` (${note})` : ''}`, {
       where: guest,
       hint: 'List only mount points in mountPoints (see /proc/self/mountinfo on the guest); fsfreeze on a path inside a filesystem would freeze the whole filesystem that holds it',
     });

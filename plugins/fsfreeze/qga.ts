@@ -79,7 +79,11 @@ export class QgaChannel implements GuestChannel {
       // The agent reports no mount flags; read-only filesystems are skipped by the agent itself.
       readOnly: false,
     }));
-    return { mounts, loopDevices: new Set(filesystems.filter((fs) => /^loop\d+$/.test(fs.name)).map((fs) => fs.name)) };
+    return {
+      mounts,
+      loopDevices: new Set(filesystems.filter((fs) => /^loop\d+$/.test(fs.name)).map((fs) => fs.name)),
+      note: 'guest-get-fsinfo lists only filesystems on block devices, which the guest agent can freeze',
+    };
   }
 
   async runScript(command: string, timeoutMs: number): Promise<ScriptResult> {

@@ -115,7 +115,7 @@ export class FsfreezeQuiescer implements Quiescer {
     const table = await channel.mountTable();
     const targets = guest.freezeAll
       ? selectLikeVssDaemon(table.mounts, table.loopDevices)
-      : selectMountPoints(table.mounts, guest.mountPoints ?? [], where);
+      : selectMountPoints(table.mounts, guest.mountPoints ?? [], where, table.note);
     if (targets.length === 0) {
       throw new StillpointError(`no filesystem to freeze over ${channel.description}`, {
         where,
