@@ -9,6 +9,8 @@ import { verifyCommand } from './verify.ts';
 import { cleanupCommand } from './cleanup.ts';
 import { pluginsCommand } from './plugins.ts';
 import { initCommand } from './init.ts';
+import { vhdxInfoCommand } from './vhdx-info.ts';
+import { vhdxExportCommand } from './vhdx-export.ts';
 
 /** Every CLI command, one module each. Add yours with one import and one entry. */
 export const commands: CliCommand[] = [
@@ -22,4 +24,6 @@ export const commands: CliCommand[] = [
   cleanupCommand,
   pluginsCommand,
   initCommand,
+  vhdxInfoCommand,
+  vhdxExportCommand,
 ];
