@@ -62,5 +62,15 @@ export interface GuestChannel {
   freeze(targets: FreezeTarget[], deadlineAt: number): Promise<FreezeResult>;
   /** Thaw all targets (in reverse order); never throws. */
   thaw(targets: FreezeTarget[]): Promise<ThawReport[]>;
+  /**
+   * For channels whose thaw is guest-wide (the guest agent): thaw whatever is frozen, without a
+   * mount table (which a frozen guest agent refuses to give). Resolves true if something was frozen.
+   */
+  thawEverything?(): Promise<boolean>;
+  /**
+   * For channels whose watchdog lives on the guest (ssh): stop watchdogs a dead run left behind for
+   * these targets (after they were thawed), so they cannot cut a later freeze short. Returns how many.
+   */
+  disarmOrphanWatchdogs?(targets: FreezeTarget[]): Promise<number>;
   close(): Promise<void>;
 }

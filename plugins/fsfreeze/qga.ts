@@ -180,5 +180,13 @@ export class QgaChannel implements GuestChannel {
     }
   }
 
+  async thawEverything(): Promise<boolean> {
+    return this.agent(async (agent) => {
+      if ((await agent.execute<string>('guest-fsfreeze-status')) === 'thawed') return false;
+      await agent.execute<number>('guest-fsfreeze-thaw', undefined, Math.max(this.options.requestTimeoutMs, 30_000));
+      return true;
+    });
+  }
+
   async close(): Promise<void> {}
 }

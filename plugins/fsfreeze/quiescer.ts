@@ -110,8 +110,8 @@ export class FsfreezeQuiescer implements Quiescer {
     return `VM ${vm.name} (fsfreeze options.guests.${key})`;
   }
 
-  private async chooseTargets(channel: GuestChannel, guest: GuestOptions, where: string): Promise<FreezeTarget[]> {
-    await channel.probe();
+  private async chooseTargets(channel: GuestChannel, guest: GuestOptions, where: string, forThaw = false): Promise<FreezeTarget[]> {
+    if (!forThaw) await channel.probe();
     const table = await channel.mountTable();
     const targets = guest.freezeAll
       ? selectLikeVssDaemon(table.mounts, table.loopDevices)
@@ -122,8 +122,35 @@ export class FsfreezeQuiescer implements Quiescer {
         hint: 'freezeAll found no writable block-device filesystem; list mountPoints instead',
       });
     }
-    if (guest.channel.type === 'local' && !guest.freezeAll) await refuseOwnFilesystems(table.mounts, targets, this.context.stateDir);
+    if (guest.channel.type === 'local' && !guest.freezeAll && !forThaw) await refuseOwnFilesystems(table.mounts, targets, this.context.stateDir);
     return targets;
+  }
+
+  /**
+   * Thaw what a crashed run may have left frozen (called by the journal's reconcile and after a
+   * failed freeze). True if something was still frozen and is now thawed.
+   */
+  async thawOrphaned(vm: VmFacts): Promise<boolean> {
+    const found = this.guestFor(vm);
+    if (!found) return false;
+    const where = this.where(vm, found.key);
+    const channel = await this.openChannel(found.guest.channel, where);
+    try {
+      if (channel.thawEverything) return await channel.thawEverything();
+      const targets = await this.chooseTargets(channel, found.guest, where, true);
+      const reports = await channel.thaw(targets);
+      const failed = reports.filter((r) => r.state === 'failed');
+      if (failed.length > 0) {
+        throw new StillpointError(`could not thaw ${failed.map((r) => `${describeTarget(r.target)}: ${r.reason}`).join('; ')}`, {
+          where,
+          hint: 'Thaw by hand on the guest (fsfreeze -u <mount point>)',
+        });
+      }
+      await channel.disarmOrphanWatchdogs?.(targets);
+      return reports.some((r) => r.state === 'thawed');
+    } finally {
+      await channel.close();
+    }
   }
 
   async freeze(vm: VmFacts, options: { deadlineMs: number }): Promise<FrozenGuest> {

@@ -278,6 +278,23 @@ export class SshChannel implements GuestChannel {
     };
   }
 
+  async disarmOrphanWatchdogs(targets: FreezeTarget[]): Promise<number> {
+    if (targets.length === 0) return 0;
+    // Our watchdogs are `sh -c 'sleep N; fsfreeze -u ...' stillpoint-fsfreeze-watchdog-<uuid>`.
+    const thaw = `fsfreeze -u ${shellQuote(targets[0].mountPoint)}`;
+    const result = await this.exec(
+      'for p in /proc/[0-9]*; do ' +
+        `c=$(tr '\\000' ' ' < "$p/cmdline" 2>/dev/null) || continue; ` +
+        'case "$c" in "sh -c sleep "*" stillpoint-fsfreeze-watchdog-"*) ;; *) continue ;; esac; ' +
+        `case "$c" in *${shellQuote(thaw)}*) kill -9 -"\${p#/proc/}" 2>/dev/null && echo "\${p#/proc/}" ;; esac; ` +
+        'done; true',
+      30_000,
+    );
+    const pids = result.stdout.split('\n').filter((l) => /^\d+$/.test(l));
+    debug('disarmed %d orphan guest watchdog(s)', pids.length);
+    return pids.length;
+  }
+
   private runFsfreeze = async (flag: '-f' | '-u', mountPoint: string, timeoutMs: number): Promise<CommandOutcome> =>
     this.exec(`fsfreeze ${flag} ${shellQuote(mountPoint)}`, timeoutMs);
 
