@@ -14,7 +14,10 @@ import { spawnWatchdog } from './watchdog-spawn.ts';
 
 export function runLocal(file: string, args: string[], timeoutMs: number): Promise<CommandOutcome> {
   return new Promise((resolve) => {
+    // A process stuck in the FIFREEZE ioctl may not die at once even by SIGKILL: do not wait for it.
+    const stuck = setTimeout(() => resolve({ code: null, stderr: '', timedOut: true }), timeoutMs + 1000);
     execFile(file, args, { timeout: timeoutMs, killSignal: 'SIGKILL' }, (error, _stdout, stderr) => {
+      clearTimeout(stuck);
       if (!error) return resolve({ code: 0, stderr, timedOut: false });
       const code = typeof error.code === 'number' ? error.code : null;
       const timedOut = error.killed === true && code === null;
