@@ -5,7 +5,6 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { BlobCodec, chunkId, isAllZero, type RepositoryKeys } from './codec.ts';
-import { keys as blobKeys } from './format.ts';
 import type { WorkerInit, WorkerReply, WorkerTask } from './workers.ts';
 
 const init = workerData as WorkerInit;
@@ -24,7 +23,8 @@ port.on('message', (task: WorkerTask) => {
         return;
       }
       const id = chunkId(data, keys);
-      const sealed = codec.seal(blobKeys.chunk(id), data);
+      // The blob's name is its storage key, `chunks/<xx>/<id>` (format.ts `keys.chunk`; not imported, to keep the worker light).
+      const sealed = codec.seal(`chunks/${id.slice(0, 2)}/${id}`, data);
       const blob = toOwnedArrayBuffer(sealed);
       reply({ seq: task.seq, ok: true, id, blob, buf: task.buf }, [task.buf, blob]);
     } else {

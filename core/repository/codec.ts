@@ -35,17 +35,12 @@ export function chunkId(data: Uint8Array, keys: RepositoryKeys | null): string {
   return h.update(data).digest('hex');
 }
 
-/** True when every byte is zero (checked 8 bytes at a time). */
+let zeros = Buffer.alloc(1024 * 1024);
+
+/** True when every byte is zero (memcmp against a zero buffer: fast, allocation-free). */
 export function isAllZero(data: Uint8Array): boolean {
-  const n8 = data.byteLength >>> 3;
-  if (data.byteOffset % 8 === 0) {
-    const words = new BigUint64Array(data.buffer, data.byteOffset, n8);
-    for (let i = 0; i < n8; i++) if (words[i] !== 0n) return false;
-  } else {
-    for (let i = 0; i < n8 << 3; i++) if (data[i] !== 0) return false;
-  }
-  for (let i = n8 << 3; i < data.byteLength; i++) if (data[i] !== 0) return false;
-  return true;
+  if (data.byteLength > zeros.length) zeros = Buffer.alloc(data.byteLength);
+  return Buffer.compare(data, zeros.subarray(0, data.byteLength)) === 0;
 }
 
 export class BlobCodec {
@@ -63,7 +58,7 @@ export class BlobCodec {
   seal(name: string, data: Uint8Array): Buffer {
     let flags = 0;
     let payload: Uint8Array = data;
-    if (data.byteLength > 0) {
+    if (data.byteLength > 0 && !this.looksIncompressible(data)) {
       const compressed = this.compressor.compress(data);
       if (compressed.byteLength < data.byteLength) {
         payload = compressed;
@@ -82,6 +77,18 @@ export class BlobCodec {
     const body = cipher.update(payload);
     const rest = cipher.final();
     return Buffer.concat([head, nonce, body, rest, cipher.getAuthTag()]);
+  }
+
+  /**
+   * Incompressible data (media, archives, encrypted files) costs as much to try to compress as
+   * text; a 64 KiB sample from the middle of a large chunk decides whether to try at all.
+   */
+  private looksIncompressible(data: Uint8Array): boolean {
+    const SAMPLE = 64 * 1024;
+    if (data.byteLength < 4 * SAMPLE) return false;
+    const start = (data.byteLength >>> 1) - (SAMPLE >>> 1);
+    const sample = data.subarray(start, start + SAMPLE);
+    return this.compressor.compress(sample).byteLength > SAMPLE * 0.97;
   }
 
   /** Turn a stored blob back into plaintext; a damaged blob throws CorruptImageError naming it. */

@@ -160,7 +160,9 @@ export class RepositoryData {
     const progress: StoreProgress = { bytesRead: 0, bytesStored: 0 };
     let dataChunks = 0;
     const work = planChunks(chunkSize, disk.virtualSize, allocation, changed, (index) => setTableEntry(table, index, null));
-    const inFlight = Math.max(2, Math.min(this.workers.size * 2 + 2, Math.floor((this.options.maxInFlightBytes ?? 96 * 2 ** 20) / chunkSize)));
+    // Chunks in flight (read, sealed or being stored): storing waits on fsync, so keep more of
+    // them going than there are workers, within a memory bound (each holds up to 2 chunk sizes).
+    const inFlight = Math.max(2, Math.min(32, Math.floor((this.options.maxInFlightBytes ?? 64 * 2 ** 20) / chunkSize)));
     const free: ArrayBuffer[] = [];
 
     const processChunk = async (item: ChunkWork): Promise<void> => {
@@ -233,8 +235,12 @@ export class RepositoryData {
 
   // ---- restore ---------------------------------------------------------------------------
 
-  /** Fetch, decrypt, decompress and check one chunk. */
-  async readChunk(id: string): Promise<Buffer> {
+  /**
+   * Fetch, decrypt, decompress and check one chunk. The content is re-hashed when `rehash`
+   * (verify) or when the repository is not encrypted; in an encrypted repository the AES-GCM tag,
+   * which binds the blob to its name, already proves it is the chunk that was stored.
+   */
+  async readChunk(id: string, rehash = false): Promise<Buffer> {
     const key = keys.chunk(id);
     const blob = await this.storage.get(key).catch((error) => {
       if (error?.name === 'NotFoundError') {
@@ -242,7 +248,7 @@ export class RepositoryData {
       }
       throw error;
     });
-    return this.workers.open(key, blob, id);
+    return this.workers.open(key, blob, rehash || !this.keys ? id : null);
   }
 
   /**
@@ -254,7 +260,7 @@ export class RepositoryData {
     table: Buffer,
     range: { from: number; to: number },
     sink: (chunk: { index: number; offset: number; length: number; data: Buffer | null }) => Promise<void>,
-    concurrency = this.workers.size * 2 + 2,
+    concurrency = Math.max(4, Math.min(32, Math.floor(32 * 2 ** 20 / record.chunkSize))),
   ): Promise<void> {
     const first = Math.floor(range.from / record.chunkSize);
     const last = Math.ceil(range.to / record.chunkSize);

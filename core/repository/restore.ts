@@ -26,6 +26,8 @@ export interface RestoreDiskOptions {
 
 /** The sink a restore writes chunks into. */
 interface DiskSink {
+  /** How many writes may run at once (positional writes to a raw file: several). */
+  parallel: number;
   write(offset: number, data: Buffer): Promise<void>;
   finish(): Promise<void>;
   discard(): Promise<void>;
@@ -51,12 +53,12 @@ async function rawSink(path: string, size: number, overwrite: boolean): Promise<
   const handle = await open(partial, 'w', 0o600);
   await handle.truncate(size);
   return {
+    parallel: 8,
     async write(offset, data) {
       let done = 0;
       while (done < data.length) done += (await handle.write(data, done, data.length - done, offset + done)).bytesWritten;
     },
     async finish() {
-      await handle.sync();
       await handle.close();
       await rename(partial, path);
     },
@@ -98,6 +100,7 @@ async function vhdxSink(path: string, record: DiskRecord, overwrite: boolean): P
   await lib.createDynamic(partial, { virtualSize: record.virtualSize, logicalSectorSize: record.logicalSectorSize });
   const disk = await lib.VhdxDisk.open(partial, { writable: true });
   return {
+    parallel: 1,
     async write(offset, data) {
       await disk.write(offset, data);
     },
@@ -119,14 +122,28 @@ export async function restoreDisk(repo: Repository, manifest: Manifest, diskId: 
   const format = options.format ?? (path.toLowerCase().endsWith('.vhdx') ? 'vhdx' : 'raw');
   const sink = format === 'vhdx' ? await vhdxSink(path, record, !!options.overwrite) : await rawSink(path, record.virtualSize, !!options.overwrite);
   let done = 0;
+  const writing = new Set<Promise<void>>();
   try {
     await repo.data.forEachChunk(record, table, { from: 0, to: record.virtualSize }, async (chunk) => {
-      if (chunk.data) await sink.write(chunk.offset, chunk.data);
-      done += chunk.length;
-      options.onProgress?.({ disk: diskId, bytesDone: done, bytesTotal: record.virtualSize });
+      if (chunk.data) {
+        const length = chunk.length;
+        const p: Promise<void> = sink.write(chunk.offset, chunk.data).then(() => {
+          writing.delete(p);
+          done += length;
+          options.onProgress?.({ disk: diskId, bytesDone: done, bytesTotal: record.virtualSize });
+        });
+        p.catch(() => undefined);
+        writing.add(p);
+        if (writing.size >= sink.parallel) await Promise.race(writing);
+      } else {
+        done += chunk.length;
+        options.onProgress?.({ disk: diskId, bytesDone: done, bytesTotal: record.virtualSize });
+      }
     });
+    await Promise.all(writing);
     await sink.finish();
   } catch (error) {
+    await Promise.allSettled(writing);
     await sink.discard();
     if (error instanceof StillpointError && !error.where) {
       throw new StillpointError(error.message, { where: `restore point ${manifest.id}, disk ${diskId}`, cause: error });

@@ -104,7 +104,7 @@ export async function verifyRepository(repo: Repository, options: VerifyOptions 
     const sample = [...referenced].filter((c) => percent >= 100 || sampled(c, percent));
     await runBounded(sample, repo.data.workers.size * 2 + 2, async (c) => {
       try {
-        await repo.data.readChunk(c);
+        await repo.data.readChunk(c, true);
       } catch (error) {
         const e = error as Error;
         bad.set(c, e.name === 'CorruptImageError' && /missing/.test(e.message) ? 'missing' : `damaged: ${e.message}`);
