@@ -51,5 +51,9 @@ test('mutation fuzzer: >= 20,000 cases, no panic, every case ends in success or 
     total += r.cases;
   }
   t.true(total >= 20000);
-  for (const [k, v] of Object.entries(seen)) t.true(v > 0, `no case mutated ${k}`);
+  for (const [k, v] of Object.entries(seen)) {
+    // Only the shared images carry a VHDX log (Stillpoint's writer never writes one).
+    if (k === 'log' && !haveShared) { t.log('no image with a log here: the log region was not fuzzed'); continue; }
+    t.true(v > 0, `no case mutated ${k}`);
+  }
 });
