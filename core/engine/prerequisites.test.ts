@@ -32,7 +32,7 @@ test('configuration version below 8.0', (t) => {
   t.false(cond(r, 'configurationVersion').ok);
   t.like(decide(r, 'prefer', driverQ), { method: 'crash-consistent', checkpoint: 'standard' });
   t.is(decide(r, 'require', driverQ).reason,
-    'online backup is not possible and policy "require" forbids falling back: VM configuration version is 5.0: upgrade the VM configuration version (Update-VMVersion) while the VM is off');
+    'online backup is not possible and policy "require" forbids falling back: VM configuration version: 5.0 (upgrade the VM configuration version (Update-VMVersion) while the VM is off)');
   t.true(cond(evaluatePrerequisites(vm({ configurationVersion: '8.0' }), inv(), driverQ), 'configurationVersion').ok);
   t.true(cond(evaluatePrerequisites(vm({ configurationVersion: '10.0' }), inv(), driverQ), 'configurationVersion').ok);
   t.false(cond(evaluatePrerequisites(vm({ configurationVersion: 'x' }), inv(), driverQ), 'configurationVersion').ok);
@@ -41,7 +41,7 @@ test('configuration version below 8.0', (t) => {
 test('host build below 14393 (2012 R2) and unknown host', (t) => {
   const r = evaluatePrerequisites(vm(), inv({ hosts: [{ name: 'hv1', osBuild: 9600 }] }), driverQ);
   t.like(cond(r, 'hostBuild'), { value: '9600', ok: false });
-  t.regex(decide(r, 'prefer', driverQ).reason, /fell back to a crash-consistent standard checkpoint \(policy "prefer"\) because host hv1 OS build is 9600/);
+  t.regex(decide(r, 'prefer', driverQ).reason, /fell back to a crash-consistent standard checkpoint \(policy "prefer"\) because host hv1 OS build: 9600 \(the host runs a Hyper-V older than 2016\)/);
   const u = evaluatePrerequisites(vm(), inv({ hosts: [] }), driverQ);
   t.like(cond(u, 'hostBuild'), { value: 'unknown', ok: false, detail: 'host "hv1" is not in the driver\'s inventory' });
 });

@@ -109,7 +109,7 @@ export function evaluatePrerequisites(vm: VmFacts, inventory: Inventory, quiesci
   if (quiescing.driverQuiesces) {
     const ready = !q || q.readiness.ready;
     conditions.push({
-      key: 'guestQuiescable', label: `${vm.guestOs} guest can be quiesced`,
+      key: 'guestQuiescable', label: `${vm.guestOs} guest quiescing`,
       value: q ? `${integration.value}; quiescer ${q.name}: ${q.readiness.reason}` : integration.value,
       required: vm.guestOs === 'windows' ? 'VSS integration service enabled and running' : 'Hyper-V VSS daemon present',
       ok: integration.ok && ready,
@@ -117,7 +117,7 @@ export function evaluatePrerequisites(vm: VmFacts, inventory: Inventory, quiesci
     });
   } else {
     conditions.push({
-      key: 'guestQuiescable', label: `${vm.guestOs} guest can be quiesced`,
+      key: 'guestQuiescable', label: `${vm.guestOs} guest quiescing`,
       value: q ? `quiescer ${q.name}: ${q.readiness.reason}` : 'no quiescer',
       required: `a ready quiescer for ${vm.guestOs} guests`,
       ok: !!q && q.readiness.ready,
@@ -130,7 +130,7 @@ export function evaluatePrerequisites(vm: VmFacts, inventory: Inventory, quiesci
 }
 
 function describe(c: PrerequisiteCondition): string {
-  return c.detail ? `${c.label} is ${c.value}: ${c.detail}` : `${c.label} is ${c.value} (needs ${c.required})`;
+  return c.detail ? `${c.label}: ${c.value} (${c.detail})` : `${c.label}: ${c.value} (needs ${c.required})`;
 }
 
 /** The method a backup uses for the VM, following the job's consistency policy, and why. Pure. */

@@ -38,7 +38,7 @@ test('quick start: lab init, check, backup, list, restore, verify, cleanup on th
   t.is(check.code, 0, check.stderr);
   t.regex(check.stdout, /VM win-app on hv01\n(.*\n)*? {4}ok {3}VM configuration version +9\.0 +needs >= 8\.0/);
   t.regex(check.stdout, /FAIL VM configuration version +5\.0 +needs >= 8\.0/);
-  t.regex(check.stdout, /=> crash-consistent: fell back to a crash-consistent standard checkpoint \(policy "prefer"\) because cluster clu01 functional level is 8/);
+  t.regex(check.stdout, /=> crash-consistent: fell back to a crash-consistent standard checkpoint \(policy "prefer"\) because cluster clu01 functional level: 8/);
 
   const backup = await stillpoint(['backup', '--config', config], { cwd: dir });
   t.is(backup.code, 0, backup.stdout + backup.stderr);

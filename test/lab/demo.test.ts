@@ -28,8 +28,8 @@ const expected: Record<string, Record<'prefer' | 'require' | 'crash', [BackupMet
   'win-app': { prefer: ['online', /production checkpoint/], require: ['online', /production checkpoint/], crash: ['crash-consistent', /policy "crash"/] },
   'linux-db': { prefer: ['online', /VSS daemon present/], require: ['online', /production checkpoint/], crash: ['crash-consistent', /policy "crash"/] },
   'linux-web': { prefer: ['crash-consistent', /hv_vss_daemon/], require: ['fail', /policy "require".*hv_vss_daemon/], crash: ['crash-consistent', /policy "crash"/] },
-  'legacy-erp': { prefer: ['crash-consistent', /configuration version is 5\.0/], require: ['fail', /configuration version is 5\.0/], crash: ['crash-consistent', /policy "crash"/] },
-  'clu-files': { prefer: ['crash-consistent', /functional level is 8/], require: ['fail', /functional level is 8/], crash: ['crash-consistent', /policy "crash"/] },
+  'legacy-erp': { prefer: ['crash-consistent', /configuration version: 5\.0/], require: ['fail', /configuration version: 5\.0/], crash: ['crash-consistent', /policy "crash"/] },
+  'clu-files': { prefer: ['crash-consistent', /functional level: 8/], require: ['fail', /functional level: 8/], crash: ['crash-consistent', /policy "crash"/] },
 };
 
 test('lab init creates the demo; each demo VM gets the expected decision under each policy', async (t) => {
