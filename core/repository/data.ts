@@ -34,6 +34,11 @@ export interface StoreDiskOptions {
    * tracks no changes; `null`: tracking was reset or lost. Either way every allocated extent is read.
    */
   changed?: ByteRange[] | null;
+  /**
+   * Why there are no changed ranges (e.g. "change tracking was reset", "the previous restore point
+   * has no reference point"), recorded in the disk's `reason` when every allocated extent is read.
+   */
+  fullReadReason?: string;
   onProgress?: (p: StoreProgress) => void;
   signal?: AbortSignal;
 }
@@ -138,7 +143,9 @@ export class RepositoryData {
         : `full read: the repository's chunk size changed since the previous restore point`;
     } else {
       prevTable = await this.loadTable(previous);
-      if (options.changed === undefined) {
+      if ((options.changed === undefined || options.changed === null) && options.fullReadReason) {
+        reason = `full read: ${options.fullReadReason}; unchanged chunks were skipped by hash`;
+      } else if (options.changed === undefined) {
         reason = 'full read: no change tracking for this disk; unchanged chunks were skipped by hash';
       } else if (options.changed === null) {
         reason = 'full read: change tracking was reset or lost since the previous restore point; unchanged chunks were skipped by hash';

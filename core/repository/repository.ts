@@ -317,13 +317,19 @@ export class RestorePointWriter {
   async storeDisk(
     disk: DiskIdentity,
     source: OpenDisk,
-    opts: { changed?: StoreDiskOptions['changed']; onProgress?: (p: StoreProgress) => void; signal?: AbortSignal } = {},
+    opts: {
+      changed?: StoreDiskOptions['changed'];
+      fullReadReason?: string;
+      onProgress?: (p: StoreProgress) => void;
+      signal?: AbortSignal;
+    } = {},
   ): Promise<StoreDiskResult> {
     this.assertOpen();
     const record = await this.repository.data.storeDiskData(disk, source, {
       previous: this.previousDisk(disk.id),
       previousId: this.previous?.id ?? null,
       changed: opts.changed,
+      fullReadReason: opts.fullReadReason,
       onProgress: opts.onProgress,
       signal: opts.signal,
     });
@@ -345,8 +351,12 @@ export class RestorePointWriter {
     this.disks.set(record.id, parsed.data);
   }
 
-  /** Write the manifest (after every chunk and table is durable) and release the lock. */
-  async commit(): Promise<{ id: string }> {
+  /**
+   * Write the manifest (after every chunk and table is durable) and release the lock. `referencePoint`
+   * (the driver's change-tracking reference point, known only once the disks are read) is stored in
+   * the manifest, where the VM's next backup finds it.
+   */
+  async commit(extra: { referencePoint?: unknown } = {}): Promise<{ id: string }> {
     this.assertOpen();
     const id = restorePointId(new Date(), randomBytes(4).toString('hex'));
     const manifest: Manifest = manifestSchema.parse({
@@ -354,6 +364,7 @@ export class RestorePointWriter {
       version: MANIFEST_VERSION,
       id,
       ...this.meta,
+      ...(extra.referencePoint !== undefined ? { referencePoint: extra.referencePoint } : {}),
       committedAt: new Date().toISOString(),
       previous: this.previous?.id ?? null,
       disks: [...this.disks.values()],
