@@ -57,12 +57,15 @@ export function attachProgress(engine: Engine, io: CliIo, mode: 'tty' | 'plain' 
     out(`\r\x1b[2K${label(run)} ${p.diskId}: ${pct} read ${formatBytes(p.bytesRead)} of ${formatBytes(p.totalBytes)}, stored ${formatBytes(p.bytesStored)}, ${formatBytes(rate)}/s ${eta}`);
     live = true;
   });
-  h.diskStored.tap('progress', (run, r) => say(`${label(run)}: disk ${r.diskId} stored: read ${formatBytes(r.bytesRead)}, stored ${formatBytes(r.bytesStored)} in ${formatDuration(r.durationMs)}${r.fullRead ? '' : ' (changed blocks only)'}`));
+  h.diskStored.tap('progress', (run, r) => say(`${label(run)}: disk ${r.diskId} stored: read ${formatBytes(r.bytesRead)}, stored ${formatBytes(r.bytesStored)} in ${formatDuration(r.durationMs)}${r.fullRead ? ` (${r.reason ?? 'full read'})` : ' (changed ranges only)'}`));
   h.afterMerge.tap('progress', (run, cp, err) => say(`${label(run)}: checkpoint ${cp.name} ${err ? `NOT merged: ${err}` : 'merged'}`));
   h.vmDone.tap('progress', (r) => say(`${r.vm.name}: ${r.outcome}${r.error ? ` - ${r.error}` : ''}`));
 }
 
-/** The summary table of a job: VM, method and why, bytes read, bytes stored, duration, result. */
+/**
+ * The summary table of a job: VM, method and why, bytes read and how (`incremental (changed ranges)` or
+ * `full read: <why>`), bytes stored, duration, result.
+ */
 export function summary(result: JobResult): string {
   const lines: string[] = [];
   lines.push(`job ${result.job} (run ${result.runId}): ${result.status}, ${formatDuration(result.durationMs)}`);
@@ -70,8 +73,8 @@ export function summary(result: JobResult): string {
   if (result.error) lines.push(`  error: ${result.error}`);
   if (result.vms.length > 0) {
     lines.push(table(
-      ['VM', 'METHOD', 'WHY', 'READ', 'STORED', 'DURATION', 'RESULT'],
-      result.vms.map((v) => [v.vm.name, v.method, v.reason, formatBytes(v.bytesRead), formatBytes(v.bytesStored), formatDuration(v.durationMs),
+      ['VM', 'METHOD', 'WHY', 'READ', 'HOW READ', 'STORED', 'DURATION', 'RESULT'],
+      result.vms.map((v) => [v.vm.name, v.method, v.reason, formatBytes(v.bytesRead), v.readMode ?? '-', formatBytes(v.bytesStored), formatDuration(v.durationMs),
         v.outcome === 'success' ? `ok ${v.restorePoint ?? ''}`.trim() : `${v.outcome}${v.error && v.error !== v.reason ? `: ${v.error}` : ''}`]),
     ));
     for (const v of result.vms) for (const w of v.warnings) lines.push(`  warning (${v.vm.name}): ${w}`);

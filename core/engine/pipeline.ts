@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import createDebug from 'debug';
-import type { Checkpoint, HypervisorDriver } from '../contracts/driver.ts';
+import type { Checkpoint, HypervisorDriver, ReferencePoint } from '../contracts/driver.ts';
 import type { FrozenGuest, QuiesceOutcome } from '../contracts/quiescer.ts';
 import type { OpenDisk } from '../contracts/reader.ts';
 import type { VolumeRef } from '../contracts/snapshot.ts';
@@ -8,6 +8,10 @@ import type { Inventory, VmFacts } from '../contracts/vm.ts';
 import { StillpointError } from '../errors.ts';
 import type { Journal, JournalEntry, JournalVm } from '../journal/journal.ts';
 import { checkpointName, reconcile } from '../journal/reconcile.ts';
+import {
+  changeBase, changedDataBytes, diskChanges, readMode, toReferencePoint, toStoredReferencePoint, tracksChanges,
+  type ChangeBase, type DiskChanges, type StoredReferencePoint,
+} from './change-tracking.ts';
 import type { Engine } from './engine.ts';
 import { decide, evaluatePrerequisites, type QuiescingFacts } from './prerequisites.ts';
 import type { BackupRepository, RestorePointWriter } from './repository-port.ts';
@@ -95,6 +99,8 @@ class VmTask {
   readonly warnings: string[] = [];
   disks: DiskResult[] = [];
   restorePoint: string | undefined;
+  /** The reference point the committed restore point keeps (driver's id). */
+  referencePoint: string | undefined;
   checkpointEntry: JournalEntry | undefined;
   merged = false;
   constructor(readonly run: VmRun) {}
@@ -342,6 +348,13 @@ export async function runJob(options: RunJobOptions): Promise<JobResult> {
     }
   }
 
+  /**
+   * Read and store one VM into a new restore point. With change tracking: before the read, the
+   * changed ranges of every disk since the previous restore point's reference point; after the read
+   * (the checkpoint still exists, the merge comes after), the checkpoint becomes the new reference
+   * point, kept in the manifest. Only once the restore point is committed is the previous reference
+   * point removed; when the backup fails the new one is removed and the previous one stays.
+   */
   async function storeVm(task: VmTask, session: TransportSession): Promise<void> {
     const { run } = task;
     const { method, level, reason } = run.decision;
@@ -353,35 +366,91 @@ export async function runJob(options: RunJobOptions): Promise<JobResult> {
       time: run.checkpoint?.createdAt ?? new Date().toISOString(),
     });
     let committed = false;
+    let created: StoredReferencePoint | undefined;
     try {
-      const expected = disksToRead(run).map((d) => d.diskId);
-      const results = await session.transfer(run, sinkFor(task, writer));
+      const disks = disksToRead(run);
+      const expected = disks.map((d) => d.diskId);
+      const base = changeBase({ name: run.driver.name, tracks: tracksChanges(run.driver) }, run.vm.id, writer.previous);
+      const changes = await planChanges(task, writer, base, disks);
+      const results = await session.transfer(run, sinkFor(task, writer, changes));
       task.disks = results;
       const missing = expected.filter((id) => !results.some((r) => r.diskId === id));
       if (missing.length > 0) throw new StillpointError(`the transport did not store disk(s) ${missing.join(', ')}`, { where: `VM ${run.vm.name}` });
-      const { id } = await writer.commit();
+      created = await createReferencePoint(task);
+      // A VM that is off has no checkpoint to make a point from: its disks did not change since they were
+      // read, so the previous point stays valid (changes since it are a superset) and is carried on.
+      const carried = !run.checkpoint && base.point ? { ...base.point, carriedFrom: base.point.carriedFrom ?? base.previousId } : undefined;
+      const kept = created ?? carried;
+      const { id } = await writer.commit(kept ? { referencePoint: kept } : {});
       committed = true;
       task.restorePoint = id;
+      task.referencePoint = kept?.id;
+      if (base.point && !carried) await removeReferencePoint(task, base.point, `of the previous restore point ${base.previousId}`);
       await hooks.restorePointCommitted.promise(run, id);
     } catch (e) {
-      if (!committed) await writer.abort().catch((e2: unknown) => task.warnings.push(`could not abort the restore point: ${message(e2)}`));
+      if (!committed) {
+        await writer.abort().catch((e2: unknown) => task.warnings.push(`could not abort the restore point: ${message(e2)}`));
+        if (created) await removeReferencePoint(task, created, 'made for the restore point that failed');
+      }
       throw e;
     }
   }
 
-  function sinkFor(task: VmTask, writer: RestorePointWriter): TransportSink {
+  /** Per disk: the changed ranges since the base's reference point, or null and why everything is read. */
+  async function planChanges(task: VmTask, writer: RestorePointWriter, base: ChangeBase, disks: PresentedDisk[]): Promise<Map<string, DiskChanges>> {
+    const out = new Map<string, DiskChanges>();
+    for (const disk of disks) {
+      const previousDisk = (writer.previousDisk?.(disk.diskId) ?? null) as { virtualSize?: unknown } | null;
+      const { driver, vm } = task.run;
+      const ask = { name: driver.name, changedRanges: (diskId: string, since: ReferencePoint) => driver.changedRanges!(vm, diskId, since) };
+      const c = await diskChanges(ask, base, disk, previousDisk);
+      debug('VM %s disk %s: %s', task.run.vm.name, disk.diskId, c.changed ? `${c.changed.length} changed range(s)` : `full read: ${c.reason}`);
+      out.set(disk.diskId, c);
+    }
+    return out;
+  }
+
+  /** Turn the checkpoint into a reference point (before the merge). A failure is a warning: the data is good; the next backup reads everything. */
+  async function createReferencePoint(task: VmTask): Promise<StoredReferencePoint | undefined> {
+    const { run } = task;
+    const cp = run.checkpoint;
+    if (!cp || !tracksChanges(run.driver)) return undefined;
+    try {
+      const point = await run.driver.createReferencePoint!(run.vm, cp);
+      debug('VM %s: checkpoint %s is now reference point %s', run.vm.name, cp.name, point.id);
+      return toStoredReferencePoint(run.driver.name, point, cp.createdAt);
+    } catch (e) {
+      task.warnings.push(`could not turn checkpoint ${cp.name} into a reference point (the next backup reads every allocated extent): ${message(e)}`);
+      return undefined;
+    }
+  }
+
+  async function removeReferencePoint(task: VmTask, point: StoredReferencePoint, what: string): Promise<void> {
+    const { run } = task;
+    if (!run.driver.removeReferencePoint) return;
+    try {
+      await run.driver.removeReferencePoint(run.vm, toReferencePoint(point));
+      debug('VM %s: removed reference point %s %s', run.vm.name, point.id, what);
+    } catch (e) {
+      task.warnings.push(`could not remove reference point ${point.id} ${what}: ${message(e)}`);
+    }
+  }
+
+  function sinkFor(task: VmTask, writer: RestorePointWriter, changes: Map<string, DiskChanges>): TransportSink {
     const { run } = task;
     return {
       presented: async (disks) => { await hooks.disksPresented.promise(run, disks); },
       storeDisk: (disk: PresentedDisk, source: OpenDisk) => limiters.repository.run(repositoryKey, async () => {
         await hooks.diskRead.promise(run, disk);
         const started = Date.now();
-        const totalBytes = (await source.allocation()).filter((x) => x.kind === 'data').reduce((n, x) => n + x.length, 0);
+        const c = changes.get(disk.diskId) ?? { changed: null, reason: 'the engine planned no changed ranges for this disk' };
+        const data = (await source.allocation()).filter((x) => x.kind === 'data');
+        const totalBytes = c.changed ? changedDataBytes(c.changed, data) : data.reduce((n, x) => n + x.length, 0);
         let last = 0;
         const r = await writer.storeDisk(
           { id: disk.diskId, virtualSize: source.virtualSize, logicalSectorSize: source.logicalSectorSize },
           source,
-          { changed: null, onProgress: (p) => {
+          { changed: c.changed, ...(c.changed ? {} : { fullReadReason: c.reason }), onProgress: (p) => {
             const now = Date.now();
             if (now - last < 200) return;
             last = now;
@@ -399,6 +468,7 @@ export async function runJob(options: RunJobOptions): Promise<JobResult> {
           id: writer.previous?.id ?? null,
           disks: Object.fromEntries(disksToRead(run).map((d) => [d.diskId, writer.previousDisk!(d.diskId)]).filter(([, r]) => r != null)),
         },
+        changes: Object.fromEntries([...changes].map(([id, c]) => [id, c.changed ? { changed: c.changed } : { changed: null, reason: c.reason }])),
         reading: async (disk) => { await hooks.diskRead.promise(run, disk); },
         progress: (p) => hooks.diskProgress.call(run, p),
         addDisk: async (disk, stored) => {
@@ -461,6 +531,8 @@ function toResult(task: VmTask): VmResult {
     warnings: [...task.warnings],
     restorePoint: task.restorePoint,
     disks: task.disks,
+    ...(task.disks.length > 0 ? { readMode: readMode(task.disks) } : {}),
+    ...(task.referencePoint ? { referencePoint: task.referencePoint } : {}),
     bytesRead: task.disks.reduce((n, d) => n + d.bytesRead, 0),
     bytesStored: task.disks.reduce((n, d) => n + d.bytesStored, 0),
     durationMs: Date.now() - task.started,

@@ -23,16 +23,23 @@ export interface RestorePointWriter {
   storeDisk(
     disk: { id: string; virtualSize: number; logicalSectorSize: number },
     source: OpenDisk,
-    opts: { changed?: ByteRange[] | null; onProgress?: (p: { bytesRead: number; bytesStored: number }) => void },
+    opts: {
+      /** Ranges changed since the base's reference point; null/absent: read every allocated extent. */
+      changed?: ByteRange[] | null;
+      /** Why every allocated extent is read (kept in the disk's record). */
+      fullReadReason?: string;
+      onProgress?: (p: { bytesRead: number; bytesStored: number }) => void;
+    },
   ): Promise<StoreDiskResult>;
-  commit(): Promise<{ id: string }>;
+  /** Write the manifest, keeping `referencePoint` (the driver's change-tracking point) for the next incremental. */
+  commit(extra?: { referencePoint?: unknown }): Promise<{ id: string }>;
   abort(): Promise<void>;
   /** Attach a disk stored elsewhere (an off-host proxy running the repository's `storeDiskData`). */
   addDisk?(record: unknown): Promise<void>;
   /** The previous restore point's record of a disk (the base of an incremental stored elsewhere). */
   previousDisk?(diskId: string): unknown;
-  /** The VM's previous restore point, if any. */
-  readonly previous?: { id: string } | null;
+  /** The VM's previous restore point (the base of an incremental), if any, with the reference point it keeps. */
+  readonly previous?: { id: string; referencePoint?: unknown } | null;
 }
 
 export interface BackupRepository {

@@ -1,3 +1,4 @@
+import type { ByteRange } from '../contracts/driver.ts';
 import type { DiskReader, OpenDisk } from '../contracts/reader.ts';
 import type { VolumeRef } from '../contracts/snapshot.ts';
 import { StillpointError } from '../errors.ts';
@@ -39,6 +40,12 @@ export interface RemoteStoreSink {
   repository: RepositoryAccess;
   /** The VM's previous restore point (the base of an incremental): its id and, per disk id, its disk record. */
   previous: { id: string | null; disks: Record<string, unknown> };
+  /**
+   * Per disk id: the ranges changed since the previous restore point's reference point, or `null` and
+   * why every allocated extent must be read. Hand both to the store (`storeDiskData`'s `changed` and
+   * `fullReadReason`). A disk missing here is read whole.
+   */
+  changes?: Record<string, { changed: ByteRange[] | null; reason?: string }>;
   /** Reading of `disk` starts elsewhere (fires `diskRead`). */
   reading(disk: PresentedDisk): Promise<void>;
   /** Progress of a disk stored elsewhere (fires `diskProgress`). */

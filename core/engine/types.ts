@@ -122,6 +122,13 @@ export interface VmResult {
   warnings: string[];
   restorePoint?: string;
   disks: DiskResult[];
+  /**
+   * How the disks were read: `incremental (changed ranges)`, or `full read: <why>` (no previous restore
+   * point, change tracking reset, the driver has no change tracking, the disk's size changed, ...).
+   */
+  readMode?: string;
+  /** The reference point the restore point keeps for the next incremental (the driver's id), if any. */
+  referencePoint?: string;
   bytesRead: number;
   bytesStored: number;
   durationMs: number;

@@ -25,6 +25,8 @@ export const diskTaskSchema = z.object({
   virtualSize: z.number().int().nonnegative(),
   /** Changed ranges since the reference point; absent or null: read every allocated extent. */
   changed: z.array(byteRangeSchema).nullable().optional(),
+  /** Why every allocated extent is read (when `changed` is absent or null), kept in the disk's record. */
+  fullReadReason: z.string().optional(),
 });
 
 /** Where the proxy stores: the repository config (storage target spec included) and its secret. */

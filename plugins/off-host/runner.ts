@@ -89,6 +89,7 @@ export function createTaskRunner(engine: Engine, options: TaskRunnerOptions = {}
             previous: rp.data.previous[disk.diskId] ?? null,
             previousId: rp.data.previousId,
             changed: disk.changed,
+            fullReadReason: disk.fullReadReason,
             signal,
             onProgress: (p) => report.progress(disk, { ...p, totalBytes: disk.virtualSize }),
           },

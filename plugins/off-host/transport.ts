@@ -123,7 +123,13 @@ export class OffHostTransport implements Transport {
             config: remote.repository.config,
             ...(remote.repository.passphrase !== undefined && privateChannel(lease.spec) ? { passphrase: remote.repository.passphrase } : {}),
           },
-          disks: todo.map((d): DiskTask => ({ diskId: d.diskId, path: d.path, parentPaths: d.parentPaths, virtualSize: d.virtualSize })),
+          disks: todo.map((d): DiskTask => {
+            const c = remote.changes?.[d.diskId];
+            return {
+              diskId: d.diskId, path: d.path, parentPaths: d.parentPaths, virtualSize: d.virtualSize,
+              ...(c ? { changed: c.changed, ...(c.changed === null && c.reason ? { fullReadReason: c.reason } : {}) } : {}),
+            };
+          }),
         };
         debug('VM %s: task %s on proxy %s (%d disk(s))', run.vm.name, task.id, lease.spec.name, todo.length);
         await lease.client.runTask(task, {

@@ -43,7 +43,7 @@ test('quick start: lab init, check, backup, list, restore, verify, cleanup on th
   const backup = await stillpoint(['backup', '--config', config], { cwd: dir });
   t.is(backup.code, 0, backup.stdout + backup.stderr);
   t.regex(backup.stdout, /job default \(run \S+\): success/);
-  t.regex(backup.stdout, /^VM +METHOD +WHY +READ +STORED +DURATION +RESULT$/m);
+  t.regex(backup.stdout, /^VM +METHOD +WHY +READ +HOW READ +STORED +DURATION +RESULT$/m);
   for (const vm of ['win-app', 'linux-db', 'linux-web', 'legacy-erp', 'clu-files']) t.regex(backup.stdout, new RegExp(`^${vm} .* ok \\S+$`, 'm'));
   t.regex(backup.stdout, /^win-app +online +production checkpoint/m);
 

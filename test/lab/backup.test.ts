@@ -75,7 +75,7 @@ test.serial('a backup taken while the guests write: online VMs are application-c
       .filter((x) => !x.startsWith('guest-started') && x !== 'disk-created');
     t.deepEqual(events, [
       'checkpoint-requested', 'guest-quiesced', 'avhdx-created', 'avhdx-created', 'guest-thawed', 'checkpoint-created',
-      'base-disk-read', 'base-disk-read', 'merge-started', 'merged',
+      'base-disk-read', 'base-disk-read', 'reference-point-created', 'merge-started', 'merged',
     ]);
   } finally {
     await s.cleanup();
