@@ -90,6 +90,13 @@ test('--json prints the job results for machines', async (t) => {
   const out = JSON.parse(r.stdout) as { jobs: Array<{ status: string; vms: Array<{ vm: { name: string }; outcome: string; bytesRead: number }> }> };
   t.is(out.jobs[0].status, 'success');
   t.deepEqual(out.jobs[0].vms.map((v) => [v.vm.name, v.outcome, v.bytesRead]), [['a', 'success', 131072], ['b', 'success', 131072]]);
+  t.regex((out.jobs[0].vms[0] as { readMode?: string }).readMode ?? '', /^full read: no previous restore point/);
+  // a driver without change tracking: every backup reads every allocated extent, and says why
+  const again = await stillpoint(['backup', '--json', '--config', join(dir, 'stillpoint.config.json')], { cwd: dir });
+  t.is(again.code, 0, again.stderr);
+  const vms = (JSON.parse(again.stdout) as { jobs: Array<{ vms: Array<{ readMode?: string; bytesRead: number; disks: Array<{ fullRead: boolean }> }> }> }).jobs[0].vms;
+  t.deepEqual(vms.map((v) => v.readMode), ['full read: driver "lab" has no change tracking', 'full read: driver "lab" has no change tracking']);
+  t.is(vms[0].bytesRead, 131072);
 });
 
 test('non-terminal output: plain progress lines per VM and disk', async (t) => {
