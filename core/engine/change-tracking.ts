@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import type { ByteRange, HypervisorDriver, ReferencePoint } from '../contracts/driver.ts';
+import type { ByteRange, Checkpoint, HypervisorDriver, ReferencePoint } from '../contracts/driver.ts';
+import type { VmFacts } from '../contracts/vm.ts';
 import type { DiskResult } from './types.ts';
 
 /**
@@ -167,4 +168,94 @@ export function readMode(disks: Array<Pick<DiskResult, 'diskId' | 'fullRead' | '
   const reasons = [...new Set(full.map(why))];
   if (full.length === disks.length && reasons.length === 1) return `full read: ${reasons[0]}`;
   return `full read: ${full.map((d) => `disk ${d.diskId}: ${why(d)}`).join('; ')}${full.length < disks.length ? ` (other disks: changed ranges)` : ''}`;
+}
+
+/**
+ * Change tracking for one VM's backup, in the order `runJob` calls it (core/engine/pipeline.ts):
+ * `plan` after the checkpoint and before the read; `createPoint` after every disk is stored, before
+ * the commit and the merge; `committed` or `failed` at the end. Driver failures never fail the backup:
+ * they become full reads with the reason, or warnings (`warn`).
+ */
+export class VmChangeTracking {
+  base: ChangeBase | undefined;
+  created: StoredReferencePoint | undefined;
+
+  constructor(
+    private readonly driver: HypervisorDriver,
+    private readonly vm: VmFacts,
+    private readonly warn: (message: string) => void,
+    private readonly log: (message: string) => void = () => {},
+  ) {}
+
+  /**
+   * The base (from the VM's previous restore point in the repository) and, per disk, the changed ranges
+   * since its reference point or why the disk is read whole. `previousDisk(id)` is the base restore
+   * point's record of a disk.
+   */
+  async plan(
+    previous: { id: string; referencePoint?: unknown } | null | undefined,
+    disks: Array<{ diskId: string; virtualSize: number }>,
+    previousDisk: (diskId: string) => unknown,
+  ): Promise<Map<string, DiskChanges>> {
+    const { driver, vm } = this;
+    const base = changeBase({ name: driver.name, tracks: tracksChanges(driver) }, vm.id, previous);
+    this.base = base;
+    const ask = { name: driver.name, changedRanges: (diskId: string, since: ReferencePoint) => driver.changedRanges!(vm, diskId, since) };
+    const out = new Map<string, DiskChanges>();
+    for (const disk of disks) {
+      const c = await diskChanges(ask, base, disk, (previousDisk(disk.diskId) ?? null) as { virtualSize?: unknown } | null);
+      this.log(`disk ${disk.diskId}: ${c.changed ? `${c.changed.length} changed range(s)` : `full read: ${c.reason}`}`);
+      out.set(disk.diskId, c);
+    }
+    return out;
+  }
+
+  /** Turn the checkpoint into a reference point (before the merge). A failure is a warning: the next backup reads everything. */
+  async createPoint(checkpoint: Checkpoint | undefined): Promise<StoredReferencePoint | undefined> {
+    if (!checkpoint || !tracksChanges(this.driver)) return undefined;
+    try {
+      const point = await this.driver.createReferencePoint!(this.vm, checkpoint);
+      this.log(`checkpoint ${checkpoint.name} is now reference point ${point.id}`);
+      this.created = toStoredReferencePoint(this.driver.name, point, checkpoint.createdAt);
+    } catch (e) {
+      this.warn(`could not turn checkpoint ${checkpoint.name} into a reference point (the next backup reads every allocated extent): ${e instanceof Error ? e.message : String(e)}`);
+    }
+    return this.created;
+  }
+
+  /**
+   * What the new restore point keeps: the new point, or — for a VM that is off (no checkpoint) — the
+   * base's point carried on (its disks did not change since they were read, so the changes since that
+   * point stay a superset).
+   */
+  keep(hadCheckpoint: boolean): StoredReferencePoint | undefined {
+    if (this.created) return this.created;
+    const base = this.base;
+    if (!hadCheckpoint && base?.point) return { ...base.point, carriedFrom: base.point.carriedFrom ?? base.previousId };
+    return undefined;
+  }
+
+  /** The restore point is committed: the base's reference point is no longer needed (unless carried on). */
+  async committed(hadCheckpoint: boolean): Promise<void> {
+    const base = this.base;
+    if (!base?.point) return;
+    if (!this.created && !hadCheckpoint) return; // carried on
+    await this.remove(base.point, `of the previous restore point ${base.previousId}`);
+  }
+
+  /** The backup failed before its commit: remove the new reference point; the base's stays. */
+  async failed(): Promise<void> {
+    if (this.created) await this.remove(this.created, 'made for the restore point that failed');
+    this.created = undefined;
+  }
+
+  private async remove(point: StoredReferencePoint, what: string): Promise<void> {
+    if (!this.driver.removeReferencePoint) return;
+    try {
+      await this.driver.removeReferencePoint(this.vm, toReferencePoint(point));
+      this.log(`removed reference point ${point.id} ${what}`);
+    } catch (e) {
+      this.warn(`could not remove reference point ${point.id} ${what}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
 }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import createDebug from 'debug';
-import type { Checkpoint, HypervisorDriver, ReferencePoint } from '../contracts/driver.ts';
+import type { Checkpoint, HypervisorDriver } from '../contracts/driver.ts';
 import type { FrozenGuest, QuiesceOutcome } from '../contracts/quiescer.ts';
 import type { OpenDisk } from '../contracts/reader.ts';
 import type { VolumeRef } from '../contracts/snapshot.ts';
@@ -8,10 +8,7 @@ import type { Inventory, VmFacts } from '../contracts/vm.ts';
 import { StillpointError } from '../errors.ts';
 import type { Journal, JournalEntry, JournalVm } from '../journal/journal.ts';
 import { checkpointName, reconcile } from '../journal/reconcile.ts';
-import {
-  changeBase, changedDataBytes, diskChanges, readMode, toReferencePoint, toStoredReferencePoint, tracksChanges,
-  type ChangeBase, type DiskChanges, type StoredReferencePoint,
-} from './change-tracking.ts';
+import { changedDataBytes, readMode, VmChangeTracking, type DiskChanges } from './change-tracking.ts';
 import type { Engine } from './engine.ts';
 import { decide, evaluatePrerequisites, type QuiescingFacts } from './prerequisites.ts';
 import type { BackupRepository, RestorePointWriter } from './repository-port.ts';
@@ -366,73 +363,29 @@ export async function runJob(options: RunJobOptions): Promise<JobResult> {
       time: run.checkpoint?.createdAt ?? new Date().toISOString(),
     });
     let committed = false;
-    let created: StoredReferencePoint | undefined;
+    const tracking = new VmChangeTracking(run.driver, run.vm, (w) => task.warnings.push(w), (m) => debug('VM %s: %s', run.vm.name, m));
     try {
       const disks = disksToRead(run);
       const expected = disks.map((d) => d.diskId);
-      const base = changeBase({ name: run.driver.name, tracks: tracksChanges(run.driver) }, run.vm.id, writer.previous);
-      const changes = await planChanges(task, writer, base, disks);
+      const changes = await tracking.plan(writer.previous, disks, (id) => writer.previousDisk?.(id) ?? null);
       const results = await session.transfer(run, sinkFor(task, writer, changes));
       task.disks = results;
       const missing = expected.filter((id) => !results.some((r) => r.diskId === id));
       if (missing.length > 0) throw new StillpointError(`the transport did not store disk(s) ${missing.join(', ')}`, { where: `VM ${run.vm.name}` });
-      created = await createReferencePoint(task);
-      // A VM that is off has no checkpoint to make a point from: its disks did not change since they were
-      // read, so the previous point stays valid (changes since it are a superset) and is carried on.
-      const carried = !run.checkpoint && base.point ? { ...base.point, carriedFrom: base.point.carriedFrom ?? base.previousId } : undefined;
-      const kept = created ?? carried;
+      await tracking.createPoint(run.checkpoint);
+      const kept = tracking.keep(!!run.checkpoint);
       const { id } = await writer.commit(kept ? { referencePoint: kept } : {});
       committed = true;
       task.restorePoint = id;
       task.referencePoint = kept?.id;
-      if (base.point && !carried) await removeReferencePoint(task, base.point, `of the previous restore point ${base.previousId}`);
+      await tracking.committed(!!run.checkpoint);
       await hooks.restorePointCommitted.promise(run, id);
     } catch (e) {
       if (!committed) {
         await writer.abort().catch((e2: unknown) => task.warnings.push(`could not abort the restore point: ${message(e2)}`));
-        if (created) await removeReferencePoint(task, created, 'made for the restore point that failed');
+        await tracking.failed();
       }
       throw e;
-    }
-  }
-
-  /** Per disk: the changed ranges since the base's reference point, or null and why everything is read. */
-  async function planChanges(task: VmTask, writer: RestorePointWriter, base: ChangeBase, disks: PresentedDisk[]): Promise<Map<string, DiskChanges>> {
-    const out = new Map<string, DiskChanges>();
-    for (const disk of disks) {
-      const previousDisk = (writer.previousDisk?.(disk.diskId) ?? null) as { virtualSize?: unknown } | null;
-      const { driver, vm } = task.run;
-      const ask = { name: driver.name, changedRanges: (diskId: string, since: ReferencePoint) => driver.changedRanges!(vm, diskId, since) };
-      const c = await diskChanges(ask, base, disk, previousDisk);
-      debug('VM %s disk %s: %s', task.run.vm.name, disk.diskId, c.changed ? `${c.changed.length} changed range(s)` : `full read: ${c.reason}`);
-      out.set(disk.diskId, c);
-    }
-    return out;
-  }
-
-  /** Turn the checkpoint into a reference point (before the merge). A failure is a warning: the data is good; the next backup reads everything. */
-  async function createReferencePoint(task: VmTask): Promise<StoredReferencePoint | undefined> {
-    const { run } = task;
-    const cp = run.checkpoint;
-    if (!cp || !tracksChanges(run.driver)) return undefined;
-    try {
-      const point = await run.driver.createReferencePoint!(run.vm, cp);
-      debug('VM %s: checkpoint %s is now reference point %s', run.vm.name, cp.name, point.id);
-      return toStoredReferencePoint(run.driver.name, point, cp.createdAt);
-    } catch (e) {
-      task.warnings.push(`could not turn checkpoint ${cp.name} into a reference point (the next backup reads every allocated extent): ${message(e)}`);
-      return undefined;
-    }
-  }
-
-  async function removeReferencePoint(task: VmTask, point: StoredReferencePoint, what: string): Promise<void> {
-    const { run } = task;
-    if (!run.driver.removeReferencePoint) return;
-    try {
-      await run.driver.removeReferencePoint(run.vm, toReferencePoint(point));
-      debug('VM %s: removed reference point %s %s', run.vm.name, point.id, what);
-    } catch (e) {
-      task.warnings.push(`could not remove reference point ${point.id} ${what}: ${message(e)}`);
     }
   }
 
