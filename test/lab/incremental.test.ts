@@ -233,3 +233,70 @@ test.serial('a backup that fails after the reference point was made removes the 
   t.true(r3.vms[0].disks.every((d) => d.reason!.includes(`since restore point ${r1.vms[0].restorePoint}`)));
   checkRestore(t, await s.restored(r3.vms[0].restorePoint!), s.frozen[2].hashes, 'incremental after a failed backup');
 });
+
+test.serial('a VM that is off: read from the changes since the previous reference point, which the restore point carries on', async (t) => {
+  const base = await makeLab(incLab(), { guests: false });
+  const dir = base.dir;
+  await base.driver.close();
+  const context = { configDir: dir, stateDir: join(dir, '.stillpoint-state') };
+  const repoDir = join(dir, 'repository');
+  const repo = await openRepository(new LocalStorage(repoDir), repositoryConfigSchema.parse({ storage: { type: 'local', options: { path: repoDir } }, chunkSize: 64 * 1024 }), { create: true, workers: 1 });
+  const journal = new Journal(context.stateDir);
+  const engines: Engine[] = [];
+  t.teardown(async () => { for (const e of engines) await e.close(); await repo.close(); await base.cleanup(); });
+  const backup = async () => {
+    const engine = new Engine();
+    engines.push(engine);
+    await engine.use(labPlugin(labPlugin.optionsSchema.parse({}), context), 'lab');
+    await engine.use(vhdxPlugin(vhdxPlugin.optionsSchema.parse({}), context), 'vhdx');
+    await engine.start();
+    const driver = engine.driver({ name: 'lab', type: 'lab', options: { dir } }) as LabDriver;
+    const result = await runJob({ engine, drivers: [driver], repository: repo, journal, job: { name: 'nightly', vms: { include: ['*'], exclude: [] }, mode: 'onHost', consistency: 'prefer' } });
+    const points = (await driver.vmState(VM_ID)).referencePoints.map((p) => p.id);
+    await engine.close();
+    return { result, points, vm: result.vms[0] };
+  };
+
+  await sleep(100);
+  const first = await backup();
+  t.is(first.vm.method, 'online', first.vm.error);
+  const rp1 = (await repo.manifest(first.vm.restorePoint!)).referencePoint as { id: string };
+
+  // the VM is shut down
+  const labFile = join(dir, 'lab.json');
+  const labJson = JSON.parse(await readFile(labFile, 'utf8')) as { vms: Array<{ state: string; disks: Array<{ id: string; file: string }> }> };
+  labJson.vms[0].state = 'off';
+  await writeFile(labFile, JSON.stringify(labJson, null, 2));
+
+  const second = await backup();
+  t.is(second.vm.method, 'offline', second.vm.reason);
+  t.is(second.vm.outcome, 'success', second.vm.error);
+  t.is(second.vm.readMode, 'incremental (changed ranges)', 'the changes since the last reference point are read');
+  t.true(second.vm.bytesRead < first.vm.bytesRead);
+  const m2 = await repo.manifest(second.vm.restorePoint!);
+  t.like(m2.referencePoint as object, { id: rp1.id, carriedFrom: first.vm.restorePoint });
+  t.deepEqual(second.points, [rp1.id], 'the carried point is not removed');
+
+  const third = await backup();
+  t.is(third.vm.readMode, 'incremental (changed ranges)');
+  t.is(third.vm.bytesRead, second.vm.bytesRead, 'the changes since the carried point are read again (a superset): nothing changed while the VM was off');
+  t.like((await repo.manifest(third.vm.restorePoint!)).referencePoint as object, { id: rp1.id, carriedFrom: first.vm.restorePoint });
+  t.deepEqual(third.points, [rp1.id]);
+
+  // every restore point restores whole; the last two equal the disk as it rests
+  const folder = join(dir, 'restored');
+  for (const rp of [second.vm.restorePoint!, third.vm.restorePoint!]) {
+    for (const r of await repo.restoreVm(rp, join(folder, rp), { format: 'raw' })) {
+      const path = join(dir, 'volumes', 'vol1', labJson.vms[0].disks.find((d) => d.id === r.disk)!.file);
+      const disk = await VhdxDisk.open(path);
+      try {
+        const data = Buffer.alloc(disk.virtualSize);
+        await disk.read(0, data, data.length, 0);
+        t.true(data.equals(await readFile(r.path)), `${rp} disk ${r.disk} equals the disk of the VM that is off`);
+      } finally {
+        await disk.close();
+      }
+      t.true((await verifyRawImage(r.path)).consistent);
+    }
+  }
+});
