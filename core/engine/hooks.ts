@@ -82,9 +82,9 @@ export function createHooks() {
     diskRead: new AsyncSeriesHook<[VmRun, PresentedDisk]>(['vm', 'disk']),
     /** sync(vm, progress). While a disk is read and stored; at most a few times a second. */
     diskProgress: new SyncHook<[VmRun, DiskProgress]>(['vm', 'progress']),
-    /** series(vm, result). A disk has been stored into the restore point (not yet committed). */
+    /** series(vm, result). A disk has been stored into the restore point (not yet committed); `result.fullRead`/`reason` say whether only changed ranges were read, or why all was. */
     diskStored: new AsyncSeriesHook<[VmRun, DiskResult]>(['vm', 'result']),
-    /** series(vm, restorePointId). The restore point is committed. */
+    /** series(vm, restorePointId). The restore point is committed (with the reference point made from its checkpoint; the previous one is removed). See docs/hooks.md "Change tracking". */
     restorePointCommitted: new AsyncSeriesHook<[VmRun, string]>(['vm', 'restorePointId']),
     /** series(vm, checkpoint). Before the checkpoint is merged back; runs whether reading/storing succeeded or not. */
     beforeMerge: new AsyncSeriesHook<[VmRun, CheckpointRef]>(['vm', 'checkpoint']),
