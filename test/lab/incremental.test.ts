@@ -45,16 +45,20 @@ function incLab(): LabFileInput {
   };
 }
 
-async function setup(t: ExecutionContext) {
-  const base = await makeLab(incLab(), { guests: false });
-  const dir = base.dir;
-  // Create the base disks and fill the space after the workload's pages with data.
-  const inv = await base.driver.inventory();
+/** Create the base disks and fill the space after the workload's pages with data; release the lab. */
+async function fillDisks(driver: LabDriver): Promise<void> {
+  const inv = await driver.inventory();
   for (const d of inv.vms[0].disks) {
     const disk = await VhdxDisk.open(d.path, { writable: true });
     try { await disk.write(FILLER_AT, randomBytes(FILLER)); await disk.flush(); } finally { await disk.close(); }
   }
-  await base.driver.close();
+  await driver.close();
+}
+
+async function setup(t: ExecutionContext) {
+  const base = await makeLab(incLab(), { guests: false });
+  const dir = base.dir;
+  await fillDisks(base.driver);
 
   const engine = new Engine();
   const context = { configDir: dir, stateDir: join(dir, '.stillpoint-state') };
@@ -237,7 +241,7 @@ test.serial('a backup that fails after the reference point was made removes the 
 test.serial('a VM that is off: read from the changes since the previous reference point, which the restore point carries on', async (t) => {
   const base = await makeLab(incLab(), { guests: false });
   const dir = base.dir;
-  await base.driver.close();
+  await fillDisks(base.driver);
   const context = { configDir: dir, stateDir: join(dir, '.stillpoint-state') };
   const repoDir = join(dir, 'repository');
   const repo = await openRepository(new LocalStorage(repoDir), repositoryConfigSchema.parse({ storage: { type: 'local', options: { path: repoDir } }, chunkSize: 64 * 1024 }), { create: true, workers: 1 });
@@ -272,7 +276,7 @@ test.serial('a VM that is off: read from the changes since the previous referenc
   t.is(second.vm.method, 'offline', second.vm.reason);
   t.is(second.vm.outcome, 'success', second.vm.error);
   t.is(second.vm.readMode, 'incremental (changed ranges)', 'the changes since the last reference point are read');
-  t.true(second.vm.bytesRead < first.vm.bytesRead);
+  t.true(second.vm.bytesRead * 5 < first.vm.bytesRead, `read ${second.vm.bytesRead} bytes, the full backup ${first.vm.bytesRead}`);
   const m2 = await repo.manifest(second.vm.restorePoint!);
   t.like(m2.referencePoint as object, { id: rp1.id, carriedFrom: first.vm.restorePoint });
   t.deepEqual(second.points, [rp1.id], 'the carried point is not removed');
