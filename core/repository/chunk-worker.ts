@@ -8,13 +8,16 @@ import { BlobCodec, chunkId, isAllZero, type RepositoryKeys } from './codec.ts';
 import type { WorkerInit, WorkerReply, WorkerTask } from './workers.ts';
 
 const init = workerData as WorkerInit;
-const keys: RepositoryKeys | null = init.keys
-  ? { encKey: Buffer.from(init.keys.encKey), idKey: Buffer.from(init.keys.idKey) }
-  : null;
-const codec = new BlobCodec({ keys, compressionLevel: init.compressionLevel });
+let keys: RepositoryKeys | null = null;
+let codec = new BlobCodec({ keys, compressionLevel: init.compressionLevel });
 const port = parentPort!;
 
 port.on('message', (task: WorkerTask) => {
+  if (task.op === 'keys') {
+    keys = task.keys ? { encKey: Buffer.from(task.keys.encKey), idKey: Buffer.from(task.keys.idKey) } : null;
+    codec = new BlobCodec({ keys, compressionLevel: init.compressionLevel });
+    return;
+  }
   try {
     if (task.op === 'seal') {
       const data = new Uint8Array(task.buf, 0, task.length);

@@ -73,10 +73,14 @@ export class RepositoryData {
     storage: StorageTarget | RetryingStorage,
     readonly config: StoredConfig,
     readonly keys: RepositoryKeys | null,
-    readonly options: { workers?: number; retry?: RetryPolicy; maxInFlightBytes?: number } = {},
+    readonly options: { workers?: number; retry?: RetryPolicy; maxInFlightBytes?: number; started?: ChunkWorkers } = {},
   ) {
     this.storage = storage instanceof RetryingStorage ? storage : new RetryingStorage(storage, options.retry);
     this.codec = new BlobCodec({ keys, compressionLevel: config.compression.level });
+    if (options.started) {
+      options.started.setKeys(keys);
+      this.workersInstance = options.started;
+    }
   }
 
   get workers(): ChunkWorkers {

@@ -25,6 +25,7 @@ import { createKeyFile, openKeyFile, type ScryptParams } from './keys.ts';
 import { WriterLock, type LockOptions } from './lock.ts';
 import type { RepositoryConfig } from './options.ts';
 import { RetryingStorage, type RetryPolicy } from './storage-util.ts';
+import { ChunkWorkers } from './workers.ts';
 import { garbageCollect, prune, type GcOptions, type GcResult, type PruneResult } from './gc.ts';
 import { restoreDisk, restoreRange, restoreVm, type RestoreDiskOptions, type RestoreProgress } from './restore.ts';
 import type { Retention } from './retention.ts';
@@ -83,45 +84,52 @@ export async function openRepository(storage: StorageTarget, config: RepositoryC
     throw error;
   });
   let repoKeys: RepositoryKeys | null = null;
-  if (!stored) {
-    if (!opts.create) {
-      throw new NotFoundError('there is no Stillpoint repository here', { where, hint: 'create one with `stillpoint init` (or open with create: true)' });
+  // Start the chunk workers now: they load while the key is derived.
+  const started = stored ? new ChunkWorkers(undefined, stored.compression.level, opts.workers) : undefined;
+  try {
+    if (!stored) {
+      if (!opts.create) {
+        throw new NotFoundError('there is no Stillpoint repository here', { where, hint: 'create one with `stillpoint init` (or open with create: true)' });
+      }
+      const id = randomBytes(16).toString('hex');
+      const newConfig: StoredConfig = {
+        format: 'stillpoint-repository',
+        version: REPOSITORY_FORMAT_VERSION,
+        id,
+        createdAt: new Date().toISOString(),
+        chunkSize: config.chunkSize,
+        chunkHash: passphrase ? 'hmac-sha256' : 'sha256',
+        compression: { algorithm: 'zstd', level: config.compression.level },
+        encryption: passphrase ? { cipher: 'aes-256-gcm', kdf: 'scrypt' } : null,
+      };
+      if ((config.chunkSize & (config.chunkSize - 1)) !== 0) {
+        throw new ConfigError([`repository.chunkSize: ${config.chunkSize} is not a power of two`]);
+      }
+      if (passphrase) {
+        const { keys: k, file } = await createKeyFile(id, passphrase, opts.scrypt);
+        await rs.put(keys.key(randomBytes(8).toString('hex')), Buffer.from(JSON.stringify(file, null, 2)));
+        repoKeys = k;
+      }
+      // The config is written last: its presence means the repository is complete.
+      await rs.put(keys.config, Buffer.from(JSON.stringify(newConfig, null, 2)));
+      stored = newConfig;
+      debug('created repository %s on %s (encrypted: %s)', id, storage.name, !!passphrase);
+    } else if (stored.encryption) {
+      if (!passphrase) {
+        throw new ConfigError(['the repository is encrypted: configure repository.encryption.passphraseEnv or passphraseFile (or pass a passphrase)'], { where });
+      }
+      for (const key of await rs.list(keys.keysPrefix)) {
+        const raw = JSON.parse((await rs.get(key)).toString('utf8'));
+        repoKeys = await openKeyFile(stored.id, raw, passphrase, `${storage.name}:${key}`);
+        if (repoKeys) break;
+      }
+      if (!repoKeys) throw new ConfigError(['the passphrase does not open any key of this repository'], { where });
     }
-    const id = randomBytes(16).toString('hex');
-    const newConfig: StoredConfig = {
-      format: 'stillpoint-repository',
-      version: REPOSITORY_FORMAT_VERSION,
-      id,
-      createdAt: new Date().toISOString(),
-      chunkSize: config.chunkSize,
-      chunkHash: passphrase ? 'hmac-sha256' : 'sha256',
-      compression: { algorithm: 'zstd', level: config.compression.level },
-      encryption: passphrase ? { cipher: 'aes-256-gcm', kdf: 'scrypt' } : null,
-    };
-    if ((config.chunkSize & (config.chunkSize - 1)) !== 0) {
-      throw new ConfigError([`repository.chunkSize: ${config.chunkSize} is not a power of two`]);
-    }
-    if (passphrase) {
-      const { keys: k, file } = await createKeyFile(id, passphrase, opts.scrypt);
-      await rs.put(keys.key(randomBytes(8).toString('hex')), Buffer.from(JSON.stringify(file, null, 2)));
-      repoKeys = k;
-    }
-    // The config is written last: its presence means the repository is complete.
-    await rs.put(keys.config, Buffer.from(JSON.stringify(newConfig, null, 2)));
-    stored = newConfig;
-    debug('created repository %s on %s (encrypted: %s)', id, storage.name, !!passphrase);
-  } else if (stored.encryption) {
-    if (!passphrase) {
-      throw new ConfigError(['the repository is encrypted: configure repository.encryption.passphraseEnv or passphraseFile (or pass a passphrase)'], { where });
-    }
-    for (const key of await rs.list(keys.keysPrefix)) {
-      const raw = JSON.parse((await rs.get(key)).toString('utf8'));
-      repoKeys = await openKeyFile(stored.id, raw, passphrase, `${storage.name}:${key}`);
-      if (repoKeys) break;
-    }
-    if (!repoKeys) throw new ConfigError(['the passphrase does not open any key of this repository'], { where });
+  } catch (error) {
+    await started?.close();
+    throw error;
   }
-  const data = new RepositoryData(rs, stored, repoKeys, { workers: opts.workers, retry: opts.retry });
+  const data = new RepositoryData(rs, stored, repoKeys, { workers: opts.workers, retry: opts.retry, started });
   return new Repository(data, opts);
 }
 

@@ -7,11 +7,11 @@ import type { RepositoryKeys } from './codec.ts';
 const debug = createDebug('stillpoint:repository');
 
 export interface WorkerInit {
-  keys: { encKey: Uint8Array; idKey: Uint8Array } | null;
   compressionLevel: number;
 }
 
 export type WorkerTask =
+  | { op: 'keys'; keys: { encKey: Uint8Array; idKey: Uint8Array } | null }
   | { op: 'seal'; seq: number; buf: ArrayBuffer; length: number }
   | { op: 'open'; seq: number; name: string; expectId: string | null; blob: ArrayBuffer };
 
@@ -43,11 +43,14 @@ export class ChunkWorkers {
   private seq = 0;
   private closed = false;
 
-  constructor(keys: RepositoryKeys | null, compressionLevel: number, count = defaultWorkerCount()) {
-    const init: WorkerInit = {
-      keys: keys ? { encKey: new Uint8Array(keys.encKey), idKey: new Uint8Array(keys.idKey) } : null,
-      compressionLevel,
-    };
+  private keysSet = false;
+
+  /**
+   * Start the workers; they load while the caller derives the keys (scrypt), which it then hands
+   * over with `setKeys` before the first task.
+   */
+  constructor(keys: RepositoryKeys | null | undefined, compressionLevel: number, count = defaultWorkerCount()) {
+    const init: WorkerInit = { compressionLevel };
     const tsx = import.meta.resolve('tsx/esm/api');
     const script = new URL('./chunk-worker.ts', import.meta.url).href;
     const bootstrap = `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(script)}); })`;
@@ -63,6 +66,14 @@ export class ChunkWorkers {
       this.load.push(0);
     }
     debug('started %d chunk workers', count);
+    if (keys !== undefined) this.setKeys(keys);
+  }
+
+  /** The repository's keys (null: not encrypted). Must come before the first task. */
+  setKeys(keys: RepositoryKeys | null): void {
+    const message: WorkerTask = { op: 'keys', keys: keys ? { encKey: new Uint8Array(keys.encKey), idKey: new Uint8Array(keys.idKey) } : null };
+    for (const w of this.workers) w.postMessage(message);
+    this.keysSet = true;
   }
 
   get size(): number {
@@ -97,6 +108,7 @@ export class ChunkWorkers {
 
   private run(make: (seq: number) => WorkerTask, transfer: ArrayBuffer[]): Promise<WorkerReply> {
     if (this.closed) return Promise.reject(new StillpointError('chunk workers are closed'));
+    if (!this.keysSet) return Promise.reject(new StillpointError('chunk workers have no keys yet'));
     const seq = ++this.seq;
     let best = 0;
     for (let i = 1; i < this.load.length; i++) if (this.load[i] < this.load[best]) best = i;

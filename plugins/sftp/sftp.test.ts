@@ -77,6 +77,7 @@ test.serial('sftp: an unknown host key is refused', async (t) => {
   const wrongFp = target(sshd, 'refused', { knownHosts: undefined, fingerprints: ['SHA256:' + 'A'.repeat(43)] });
   await t.throwsAsync(() => wrongFp.head('x'), { message: /does not match the configured fingerprint/ });
   // The right fingerprint.
+  await Promise.all([unknown.close(), changed.close(), wrongFp.close()]);
   const rightFp = target(sshd, 'fp', { knownHosts: undefined, fingerprints: [sshd.hostKeyFingerprint] });
   t.is(await rightFp.head('x'), null);
   await rightFp.close();
@@ -96,7 +97,9 @@ test.serial('sftp: hashed known_hosts entries work; bad credentials fail clearly
   t.is(statSync(join(sshd.root, 'hashed', 'a', 'b')).mode & 0o777, 0o600, 'files are created readable by their owner only');
   await store.close();
   const badKey = execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(sshd.dir, 'bad'), '-C', 'x']) && (await import('node:fs')).readFileSync(join(sshd.dir, 'bad'), 'utf8');
-  await t.throwsAsync(() => target(sshd!, 'x', { privateKey: badKey }).head('x'), { message: /authentication as \S+ failed/ });
+  const bad = target(sshd!, 'x', { privateKey: badKey });
+  await t.throwsAsync(() => bad.head('x'), { message: /authentication as \S+ failed/ });
+  await bad.close();
 });
 
 test.serial('sftp plugin options: secrets from files or the environment, known_hosts from a file', async (t) => {

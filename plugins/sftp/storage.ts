@@ -125,6 +125,7 @@ export class SftpStorage implements StorageTarget {
         });
       });
       client.once('error', (err: Error & { level?: string }) => {
+        client.end();
         if (refusal) reject(refusal);
         else if (err.level === 'client-authentication') {
           reject(new StillpointError(`authentication as ${o.username} failed`, { where, hint: 'check the private key or password and the server\'s authorized_keys', cause: err }));
@@ -134,16 +135,25 @@ export class SftpStorage implements StorageTarget {
     });
   }
 
+  /** The live session; one connection at a time, even when many calls find it dropped at once. */
   private async sftp(): Promise<Session> {
-    if (this.session) {
-      const s = await this.session.catch(() => null);
+    for (;;) {
+      const current = this.session;
+      if (!current) break;
+      const s = await current.catch(() => null);
       if (s && !s.closed) return s;
+      if (this.session === current) {
+        this.session = null;
+        break;
+      }
+      // Another caller already started a new connection: use that one.
     }
-    this.session = this.connect();
-    this.session.catch(() => {
-      this.session = null;
+    const connecting = this.connect();
+    this.session = connecting;
+    connecting.catch(() => {
+      if (this.session === connecting) this.session = null;
     });
-    return this.session;
+    return connecting;
   }
 
   /** Run one SFTP call with a timeout; errors are mapped to the contract's errors. */
