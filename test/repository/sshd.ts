@@ -86,7 +86,7 @@ export async function startSshd(): Promise<TestSshd> {
   await waitForPort(port, child, () => err);
   const hostPub = readFileSync(join(dir, 'host_key.pub'), 'utf8').trim().split(/\s+/);
   const fp = execFileSync('ssh-keygen', ['-l', '-E', 'sha256', '-f', join(dir, 'host_key.pub')], { encoding: 'utf8' }).split(/\s+/)[1];
-  return {
+  const server: TestSshd = {
     dir,
     port,
     user: userInfo().username,
@@ -109,6 +109,11 @@ export async function startSshd(): Promise<TestSshd> {
       return pids;
     },
     async stop() {
+      // Per-connection sshd processes outlive the listener: end them too, so that no client
+      // socket (a store a failed test did not close) keeps the test process alive.
+      for (const pid of server.sessionPids()) {
+        try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
+      }
       if (child.exitCode === null) {
         const exited = new Promise((r) => child.once('exit', r));
         child.kill('SIGTERM');
@@ -118,6 +123,7 @@ export async function startSshd(): Promise<TestSshd> {
       rmSync(root, { recursive: true, force: true });
     },
   };
+  return server;
 }
 
 function safeReaddir(p: string): string[] {
