@@ -72,9 +72,13 @@ async function rawSink(path: string, size: number, overwrite: boolean): Promise<
 }
 
 interface VhdxLibrary {
-  createDynamic(path: string, options: { virtualSize: number; logicalSectorSize: number }): Promise<unknown> | unknown;
+  createDynamic(path: string, options: { virtualSize: number; logicalSectorSize: 512 | 4096 }): Promise<unknown> | unknown;
   VhdxDisk: {
-    open(path: string, options: { writable: boolean }): Promise<{ write(offset: number, data: Buffer): Promise<unknown> | unknown; close(): Promise<unknown> | unknown }>;
+    open(path: string, options: { writable: boolean }): Promise<{
+      write(offset: number, data: Buffer): Promise<unknown> | unknown;
+      flush?(): Promise<unknown> | unknown;
+      close(): Promise<unknown> | unknown;
+    }>;
   };
 }
 
@@ -99,6 +103,9 @@ async function vhdxSink(path: string, record: DiskRecord, overwrite: boolean): P
   }
   const partial = `${path}.partial`;
   await rm(partial, { force: true });
+  if (record.logicalSectorSize !== 512 && record.logicalSectorSize !== 4096) {
+    throw new StillpointError(`a VHDX cannot have ${record.logicalSectorSize}-byte logical sectors`, { where: `disk ${record.id}`, hint: 'restore to a raw image instead (--format raw)' });
+  }
   await lib.createDynamic(partial, { virtualSize: record.virtualSize, logicalSectorSize: record.logicalSectorSize });
   const disk = await lib.VhdxDisk.open(partial, { writable: true });
   return {
@@ -107,6 +114,7 @@ async function vhdxSink(path: string, record: DiskRecord, overwrite: boolean): P
       await disk.write(offset, data);
     },
     async finish() {
+      await disk.flush?.();
       await disk.close();
       await rename(partial, path);
     },
