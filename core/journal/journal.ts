@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import createDebug from 'debug';
 import type { VolumeRef } from '../contracts/snapshot.ts';
 import { StillpointError } from '../errors.ts';
+import { processAlive, syncDir } from '../util/durable.ts';
 
 const debug = createDebug('stillpoint:journal');
 
@@ -55,23 +56,6 @@ async function writeDurably(dir: string, name: string, data: string): Promise<vo
   await syncDir(dir);
 }
 
-async function syncDir(dir: string): Promise<void> {
-  const dh = await open(dir, 'r');
-  try {
-    await dh.sync();
-  } finally {
-    await dh.close();
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * The crash-safe journal in `<stateDir>/journal`: one file per intent, written (and fsynced, file and
@@ -125,7 +109,7 @@ export class Journal {
   async liveRuns(): Promise<RunRecord[]> {
     const live: RunRecord[] = [];
     for (const r of await this.runs()) {
-      if (r.host === hostname() && isAlive(r.pid)) live.push(r);
+      if (r.host === hostname() && processAlive(r.pid)) live.push(r);
       else if (r.host === hostname()) await this.endRun(r.runId);
       else live.push(r); // another host's run: we cannot tell, so leave it alone
     }

@@ -15,6 +15,7 @@ import type {
 } from '../../core/contracts/driver.ts';
 import type { Inventory, VmFacts } from '../../core/contracts/vm.ts';
 import { NotFoundError, StillpointError, TransientError } from '../../core/errors.ts';
+import { processAlive } from '../../core/util/durable.ts';
 import { avhdxPathFor, createAvhdx, createBaseDisk, exists, mergeAvhdx } from './disks.ts';
 import { FailureInjector } from './failures.ts';
 import { GuestProcess } from './guest/guest.ts';
@@ -51,9 +52,6 @@ class KeyedMutex {
   }
 }
 
-function alive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch (error) { return (error as NodeJS.ErrnoException).code === 'EPERM'; }
-}
 
 export class LabDriver implements HypervisorDriver {
   readonly name: string;
@@ -111,7 +109,7 @@ export class LabDriver implements HypervisorDriver {
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
         const pid = Number((await readFile(this.paths.lockFile, 'utf8').catch(() => '')).trim());
-        if (pid && pid !== process.pid && alive(pid)) {
+        if (pid && pid !== process.pid && processAlive(pid)) {
           throw new StillpointError(`the lab is in use by process ${pid}`, {
             where: this.paths.dir, hint: 'wait for that Stillpoint command to finish (a lab runs its guests for one process at a time)',
           });

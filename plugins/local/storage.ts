@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import createDebug from 'debug';
 import type { StorageTarget } from '../../core/contracts/storage.ts';
 import { NotFoundError } from '../../core/errors.ts';
+import { syncDir } from '../../core/util/durable.ts';
 import { assertValidKey, assertValidPrefix, storageError } from '../../core/repository/storage-util.ts';
 
 const debug = createDebug('stillpoint:local');
@@ -44,7 +45,7 @@ export class LocalStorage implements StorageTarget {
         await handle.close();
       }
       await rename(tmp, path);
-      await fsyncDir(dir);
+      await syncDir(dir);
     } catch (error) {
       await unlink(tmp).catch(() => undefined);
       throw storageError(error, `put ${key}`, join(this.root, key));
@@ -169,18 +170,10 @@ export class LocalStorage implements StorageTarget {
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw storageError(error, 'create directory', m);
       }
-      await fsyncDir(dirname(m));
+      await syncDir(dirname(m));
       debug('created %s', m);
     }
     this.knownDirs.add(dir);
   }
 }
 
-async function fsyncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
