@@ -25,18 +25,57 @@ export function table(header: string[], rows: string[][]): string {
   return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
 }
 
+/** How progress is shown on a stream: redrawn in place on a terminal, plain lines otherwise, none for `--json`. */
+export type ProgressMode = 'tty' | 'plain' | 'none';
+
+export function progressMode(stream: { isTTY?: boolean }, json: boolean): ProgressMode {
+  return json ? 'none' : stream.isTTY ? 'tty' : 'plain';
+}
+
+/**
+ * Writes progress: `say` prints a line (ending a live line first); `live` redraws one line in
+ * place, on a terminal only. Nothing is written in mode `none`.
+ */
+export class ProgressWriter {
+  private isLive = false;
+  constructor(private readonly stream: { write(s: string): unknown }, readonly mode: ProgressMode) {}
+  say(line: string): void {
+    if (this.mode === 'none') return;
+    this.end();
+    this.stream.write(`${line}\n`);
+  }
+  live(line: string): void {
+    if (this.mode !== 'tty') return;
+    this.stream.write(`\r\x1b[2K${line}`);
+    this.isLive = true;
+  }
+  /** End a live line (before other output). */
+  end(): void {
+    if (this.isLive) { this.stream.write('\n'); this.isLive = false; }
+  }
+}
+
+/** Percentage, rate and ETA of `done` of `total` bytes since `startedAt` (ms). */
+export function rateAndEta(done: number, total: number, startedAt: number, now = Date.now()): { pct: string; rate: string; eta: string } {
+  const secs = Math.max(0.001, (now - startedAt) / 1000);
+  const rate = done / secs;
+  return {
+    pct: total > 0 ? `${Math.min(100, Math.floor((done / total) * 100))}%` : '',
+    rate: `${formatBytes(rate)}/s`,
+    eta: rate > 0 && total > done ? `ETA ${formatDuration(((total - done) / rate) * 1000)}` : '',
+  };
+}
+
 /**
  * Progress of a backup: on a terminal one line per disk redrawn in place (bytes, rate, ETA);
  * otherwise plain lines when a VM starts a step and when a disk is done. `--json` prints nothing here.
  */
-export function attachProgress(engine: Engine, io: CliIo, mode: 'tty' | 'plain' | 'none'): void {
+export function attachProgress(engine: Engine, io: CliIo, mode: ProgressMode): void {
   if (mode === 'none') return;
-  const out = (s: string) => io.stdout.write(s);
+  const w = new ProgressWriter(io.stdout, mode);
   const h = engine.hooks;
   const label = (run: VmRun) => `${run.vm.name}`;
-  let live = false;
-  const endLive = () => { if (live) { out('\n'); live = false; } };
-  const say = (s: string) => { endLive(); out(`${s}\n`); };
+  const say = (s: string) => w.say(s);
   h.jobStart.tap('progress', (job) => say(`job ${job.job}: run ${job.runId}`));
   h.decision.tap('progress', (d, report) => { say(`${report.vm.name}: ${d.method} - ${d.reason}`); return d; });
   h.checkpointCreated.tap('progress', (run, cp) => say(`${label(run)}: checkpoint ${cp.name} created (${cp.disks.length} disk${cp.disks.length === 1 ? '' : 's'})`));
@@ -49,13 +88,8 @@ export function attachProgress(engine: Engine, io: CliIo, mode: 'tty' | 'plain' 
   });
   h.diskProgress.tap('progress', (run, p) => {
     if (mode !== 'tty') return;
-    const t0 = started.get(`${run.vm.id}/${p.diskId}`) ?? Date.now();
-    const secs = Math.max(0.001, (Date.now() - t0) / 1000);
-    const rate = p.bytesRead / secs;
-    const eta = rate > 0 && p.totalBytes > p.bytesRead ? `ETA ${formatDuration(((p.totalBytes - p.bytesRead) / rate) * 1000)}` : '';
-    const pct = p.totalBytes > 0 ? `${Math.min(100, Math.floor((p.bytesRead / p.totalBytes) * 100))}%` : '';
-    out(`\r\x1b[2K${label(run)} ${p.diskId}: ${pct} read ${formatBytes(p.bytesRead)} of ${formatBytes(p.totalBytes)}, stored ${formatBytes(p.bytesStored)}, ${formatBytes(rate)}/s ${eta}`);
-    live = true;
+    const { pct, rate, eta } = rateAndEta(p.bytesRead, p.totalBytes, started.get(`${run.vm.id}/${p.diskId}`) ?? Date.now());
+    w.live(`${label(run)} ${p.diskId}: ${pct} read ${formatBytes(p.bytesRead)} of ${formatBytes(p.totalBytes)}, stored ${formatBytes(p.bytesStored)}, ${rate} ${eta}`);
   });
   h.diskStored.tap('progress', (run, r) => say(`${label(run)}: disk ${r.diskId} stored: read ${formatBytes(r.bytesRead)}, stored ${formatBytes(r.bytesStored)} in ${formatDuration(r.durationMs)}${r.fullRead ? ` (${r.reason ?? 'full read'})` : ' (changed ranges only)'}`));
   h.afterMerge.tap('progress', (run, cp, err) => say(`${label(run)}: checkpoint ${cp.name} ${err ? `NOT merged: ${err}` : 'merged'}`));
