@@ -52,7 +52,11 @@ export interface RunJobOptions {
   repositoryAccess?: RepositoryAccess;
   journal: Journal;
   limits?: Limits;
-  /** Restore points written at once (the repository holds a writer lock per restore point; default 1). */
+  /**
+   * Restore points written at once (default: the per-repository limit, `limits.perRepository`). The
+   * repository's writer lock belongs to the writing process, so restore points of several VMs are
+   * written concurrently and no VM waits with its checkpoint held for another VM's store.
+   */
   restorePointWriters?: number;
   /** How long a guest may stay frozen (engine quiescing); the quiescer enforces it even if we die. */
   freezeTimeoutMs?: number;
@@ -132,8 +136,8 @@ export async function runJob(options: RunJobOptions): Promise<JobResult> {
   const runId = newRunId(startedAt);
   const result: JobResult = { runId, job: job.name, startedAt: startedAt.toISOString(), durationMs: 0, vms: [], status: 'failed', reconciled: [] };
   const driverByName = new Map(drivers.map((d) => [d.name, d]));
-  // the repository takes a writer lock per restore point: open only as many writers as it allows
-  const restorePointWriters = new Semaphore(options.restorePointWriters ?? 1);
+  // restore points open at once (each VM holds its checkpoint until its restore point is written)
+  const restorePointWriters = new Semaphore(options.restorePointWriters ?? limiters.limits.perRepository);
 
   await journal.beginRun({ runId, job: job.name, startedAt: result.startedAt });
   try {

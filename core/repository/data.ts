@@ -239,6 +239,11 @@ export class RepositoryData {
     });
   }
 
+  /** Forget which chunks were seen (after gc deleted some, they must be looked up again). */
+  forgetRecent(): void {
+    this.recent.clear();
+  }
+
   private remember(id: string): void {
     if (this.recent.size >= 65536) this.recent.clear();
     this.recent.add(id);

@@ -2,7 +2,6 @@ import createDebug from 'debug';
 import { StillpointError } from '../errors.ts';
 import { runBounded } from './data.ts';
 import { keys, tableEntry, type Manifest } from './format.ts';
-import { WriterLock } from './lock.ts';
 import type { Repository } from './repository.ts';
 import { applyRetention, type Retention } from './retention.ts';
 
@@ -46,7 +45,8 @@ export interface GcResult {
  * committed manifest is live; the rest are candidates. Sweep (under the writer lock, so no backup
  * runs meanwhile): manifests committed since the mark add their references, then the remaining
  * candidates are deleted. A backup that reused an unreferenced chunk by `head` holds the writer
- * lock until its manifest is committed, so the sweep either waits for it or sees its references.
+ * lock until its manifest is committed (the lock of its process, shared by every restore point
+ * the process has open), so the sweep either waits for it or sees its references.
  */
 export async function garbageCollect(repo: Repository, options: GcOptions = {}): Promise<GcResult> {
   const live = { chunks: new Set<string>(), tables: new Set<string>() };
@@ -90,9 +90,9 @@ export async function garbageCollect(repo: Repository, options: GcOptions = {}):
   }
 
   // Sweep, under the writer lock.
-  let lock: WriterLock;
+  let release: () => Promise<void>;
   try {
-    lock = await WriterLock.acquire(repo.storage, 'garbage collection', { ...repo.options.lock, waitMs: options.lockWaitMs ?? 0 });
+    release = await repo.writerLock.exclusive('garbage collection', options.lockWaitMs ?? 0);
   } catch (error) {
     return { candidates, deletedChunks: 0, deletedTables: 0, deferred: true, reason: (error as Error).message };
   }
@@ -104,6 +104,7 @@ export async function garbageCollect(repo: Repository, options: GcOptions = {}):
     await runBounded(deadTables, 8, (k) => repo.storage.delete(k));
     return { candidates, deletedChunks: deadChunks.length, deletedTables: deadTables.length, deferred: false };
   } finally {
-    await lock.release();
+    repo.data.forgetRecent();
+    await release();
   }
 }

@@ -100,3 +100,99 @@ function processAlive(pid: number): boolean {
     return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
+
+/**
+ * The writer lock as one writing process (one `Repository` instance) holds it: any number of
+ * restore points written at once share one `locks/writer` (reference-counted: taken by the first,
+ * released by the last), while garbage collection's sweep takes it exclusively — never while a
+ * restore point of this instance is open, and no restore point starts while the sweep runs. Other
+ * processes (and other instances) see one lock and are refused or wait, as with a single writer.
+ */
+export class ProcessWriterLock {
+  private lock: WriterLock | null = null;
+  private shared = 0;
+  private readonly purposes = new Map<number, string>();
+  private nextHolder = 0;
+  private exclusiveHeld = false;
+  private exclusiveDone: Promise<void> = Promise.resolve();
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly storage: RetryingStorage, private readonly options: LockOptions = {}) {}
+
+  /** Restore points being written by this instance now. */
+  get writers(): number {
+    return this.shared;
+  }
+
+  /** Run `fn` after every earlier state change (acquire/release) has finished. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Join the process's writer lock (taking it from the storage target if this is the first writer). */
+  async share(purpose: string): Promise<() => Promise<void>> {
+    let holder = -1;
+    for (;;) {
+      await this.exclusiveDone;
+      const joined = await this.serial(async () => {
+        if (this.exclusiveHeld) return false;
+        if (!this.lock) this.lock = await WriterLock.acquire(this.storage, purpose, this.options);
+        this.shared++;
+        holder = this.nextHolder++;
+        this.purposes.set(holder, purpose);
+        return true;
+      });
+      if (joined) break;
+    }
+    debug('writer %d joined the lock (%d writing): %s', holder, this.shared, purpose);
+    let released = false;
+    return () => {
+      if (released) return Promise.resolve();
+      released = true;
+      return this.serial(async () => {
+        this.purposes.delete(holder);
+        if (--this.shared > 0) return;
+        const lock = this.lock;
+        this.lock = null;
+        await lock?.release();
+      });
+    };
+  }
+
+  /**
+   * Take the lock alone (garbage collection's sweep): waits up to `waitMs` for this instance's
+   * writers to finish and for another owner's lock, then fails (naming who holds it).
+   */
+  async exclusive(purpose: string, waitMs = 0): Promise<() => Promise<void>> {
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      const taken = await this.serial(async () => {
+        if (this.shared === 0 && !this.exclusiveHeld) {
+          const lock = await WriterLock.acquire(this.storage, purpose, { ...this.options, waitMs: Math.max(0, deadline - Date.now()) });
+          this.exclusiveHeld = true;
+          let done!: () => void;
+          this.exclusiveDone = new Promise((r) => (done = r));
+          return async () => {
+            try {
+              await lock.release();
+            } finally {
+              this.exclusiveHeld = false;
+              done();
+            }
+          };
+        }
+        return null;
+      });
+      if (taken) return taken;
+      if (Date.now() >= deadline) {
+        throw new StillpointError(
+          `the repository is locked by ${[...this.purposes.values()].join('; ')} (this process writes ${this.shared} restore point(s))`,
+          { where: `${this.storage.name}:${keys.writerLock}`, hint: 'wait for the backups to finish' },
+        );
+      }
+      await new Promise((r) => setTimeout(r, Math.min(100, Math.max(10, deadline - Date.now()))));
+    }
+  }
+}

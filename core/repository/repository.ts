@@ -22,7 +22,7 @@ import {
   type StoredConfig,
 } from './format.ts';
 import { createKeyFile, openKeyFile, type ScryptParams } from './keys.ts';
-import { WriterLock, type LockOptions } from './lock.ts';
+import { ProcessWriterLock, type LockOptions } from './lock.ts';
 import type { RepositoryConfig } from './options.ts';
 import { RetryingStorage, type RetryPolicy } from './storage-util.ts';
 import { ChunkWorkers } from './workers.ts';
@@ -161,7 +161,12 @@ export interface StoreDiskResult {
 }
 
 export class Repository {
-  constructor(readonly data: RepositoryData, readonly options: OpenRepositoryOptions = {}) {}
+  /** The writer lock of this writing process: shared by its restore points, exclusive for gc's sweep. */
+  readonly writerLock: ProcessWriterLock;
+
+  constructor(readonly data: RepositoryData, readonly options: OpenRepositoryOptions = {}) {
+    this.writerLock = new ProcessWriterLock(data.storage, options.lock);
+  }
 
   get storage(): RetryingStorage {
     return this.data.storage;
@@ -170,18 +175,22 @@ export class Repository {
     return this.data.config;
   }
 
-  /** Begin a restore point: takes the writer lock (a stale owner is detected and taken over). */
+  /**
+   * Begin a restore point: joins this process's writer lock (taken from the storage target by the
+   * first open restore point; a stale owner is detected and taken over). Any number of restore
+   * points may be written at once by one `Repository`; another process is refused (or waits).
+   */
   async startRestorePoint(meta: RestorePointMeta): Promise<RestorePointWriter> {
     const parsed = restorePointMetaSchema.safeParse(meta);
     if (!parsed.success) {
       throw new ConfigError(parsed.error.issues.map((i) => `restore point ${i.path.join('.')}: ${i.message}`));
     }
-    const lock = await WriterLock.acquire(this.storage, `backup of VM ${meta.vm.name} (job ${meta.job})`, this.options.lock);
+    const release = await this.writerLock.share(`backup of VM ${meta.vm.name} (job ${meta.job})`);
     try {
       const previous = await this.latest(meta.vm.id);
-      return new RestorePointWriter(this, parsed.data as RestorePointMeta, previous, lock);
+      return new RestorePointWriter(this, parsed.data as RestorePointMeta, previous, release);
     } catch (error) {
-      await lock.release();
+      await release();
       throw error;
     }
   }
@@ -314,7 +323,8 @@ export class RestorePointWriter {
     readonly meta: RestorePointMeta,
     /** The VM's latest restore point before this one: the base of incrementals. */
     readonly previous: Manifest | null,
-    private readonly lock: WriterLock,
+    /** Leaves this process's writer lock (the last writer out releases it). */
+    private readonly releaseLock: () => Promise<void>,
   ) {}
 
   /** The previous restore point's record of a disk, to hand to `storeDiskData` on a proxy. */
@@ -384,7 +394,7 @@ export class RestorePointWriter {
       throw error;
     }
     this.state = 'committed';
-    await this.lock.release();
+    await this.releaseLock();
     debug('committed restore point %s of VM %s', id, this.meta.vm.name);
     return { id };
   }
@@ -393,7 +403,7 @@ export class RestorePointWriter {
   async abort(): Promise<void> {
     if (this.state !== 'open') return;
     this.state = 'aborted';
-    await this.lock.release();
+    await this.releaseLock();
   }
 
   private assertOpen(): void {

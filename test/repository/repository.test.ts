@@ -172,13 +172,14 @@ test('encryption: names and contents reveal nothing, the key file is 0600, a wro
   }
 });
 
-test('one writer at a time; a stale lock (dead owner) is taken over; abort leaves no restore point', async (t) => {
+test('one writing process (Repository) at a time; a stale lock (dead owner) is taken over; abort leaves no restore point', async (t) => {
   const f = await fixture();
   try {
     const repo = await f.open();
     const img = await writeImage(f.dir, 'd.img', mixedImage(MiB));
     const w1 = await repo.startRestorePoint(meta());
-    await t.throwsAsync(() => repo.startRestorePoint(meta('vm-other')), { message: /locked by backup of VM VM vm-1.*pid/ });
+    const other = await f.open();
+    await t.throwsAsync(() => other.startRestorePoint(meta('vm-other')), { message: /locked by backup of VM VM vm-1.*pid/ }, 'another writer (Repository) is refused');
     const src = await RawFileDisk.open(img);
     await w1.storeDisk({ id: 'd', virtualSize: MiB, logicalSectorSize: 512 }, src, {});
     await src.close();
