@@ -62,15 +62,16 @@ class RestoreProgressView {
   readonly onProgress = (p: RestoreProgress): void => {
     const now = Date.now();
     let t0 = this.started.get(p.disk);
+    const first = t0 === undefined;
     if (t0 === undefined) {
       this.started.set(p.disk, (t0 = now));
       if (this.w.mode === 'plain') this.w.say(`${this.label}: restoring disk ${p.disk} (${formatBytes(p.bytesTotal)}) to ${this.target(p.disk)}`);
     }
     const complete = p.bytesDone >= p.bytesTotal;
-    if (this.w.mode === 'tty' && (complete || now - this.lastDraw >= 100)) {
+    if (this.w.mode === 'tty' && (first || complete || now - this.lastDraw >= 100)) {
       this.lastDraw = now;
       const { pct, rate, eta } = rateAndEta(p.bytesDone, p.bytesTotal, t0, now);
-      this.w.live(`${this.label} ${p.disk}: ${pct} restored ${formatBytes(p.bytesDone)} of ${formatBytes(p.bytesTotal)}, ${rate} ${eta}`);
+      this.w.live(`${this.label} ${p.disk}: ${pct} restored ${formatBytes(p.bytesDone)} of ${formatBytes(p.bytesTotal)}, ${rate} ${eta}`.trimEnd());
     }
     if (complete && !this.finished.has(p.disk)) this.finished.set(p.disk, now);
   };
