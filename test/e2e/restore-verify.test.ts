@@ -279,6 +279,13 @@ test('a damaged chunk: verify --deep names the restore point and chunk and exits
   const sample = await stillpoint(['verify', '--sample', '100%', '--config', config], { cwd: dir });
   t.is(sample.code, 1, sample.stdout);
   t.regex(sample.stdout, new RegExp(`chunk ${chunk}`));
+  // A real sample: some of the chunks, chosen at random; damage is reported when the sample holds it.
+  const half = await stillpoint(['verify', '--sample', '50', '--json', '--config', config], { cwd: dir });
+  const halfReport = JSON.parse(half.stdout) as VerifyJson & { chunksChecked: number; chunksReferenced: number };
+  t.is(halfReport.mode, 'sample');
+  t.true(halfReport.chunksChecked < halfReport.chunksReferenced, `${halfReport.chunksChecked} of ${halfReport.chunksReferenced}`);
+  t.is(half.code, halfReport.ok ? 0 : 1);
+  if (!halfReport.ok) t.deepEqual(halfReport.damagedChunks.map((c) => c.chunk), [chunk]);
   const healthy = [...points.values()].find((p) => !report.damaged.some((d) => d.id === p.id));
   if (healthy) {
     const one = await stillpoint(['verify', healthy.id, '--deep', '--config', config], { cwd: dir });
