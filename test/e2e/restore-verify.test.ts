@@ -296,7 +296,9 @@ test('a damaged chunk: verify --deep names the restore point and chunk and exits
   // Restoring the damaged restore point fails, names the chunk, and leaves no partial file.
   const restore = await stillpoint(['restore', hit.id, '--config', config, '--disk', problem.disk!, '-o', 'damaged.img'], { cwd: dir });
   t.is(restore.code, 1, restore.stdout);
-  t.regex(restore.stderr, new RegExp(`restore point ${hit.id}, disk .*${chunk}`));
+  t.true(restore.stderr.includes(`restore point ${hit.id}`), restore.stderr);
+  t.true(restore.stderr.includes(`disk ${problem.disk}`), restore.stderr);
+  t.true(restore.stderr.includes(chunk), restore.stderr);
   t.deepEqual(readdirSync(dir).filter((f) => f.startsWith('damaged')), []);
   // A byte range that does not touch the damaged chunk still restores.
   const size = points.get(hit.vm)!.disks.find((d) => d.id === problem.disk)!.virtualSize;
@@ -309,5 +311,5 @@ test('a damaged chunk: verify --deep names the restore point and chunk and exits
   const missing = await stillpoint(['verify', '--config', config], { cwd: dir });
   t.is(missing.code, 1, missing.stdout);
   t.regex(missing.stdout, new RegExp(`^  restore point ${hit.id} \\(job default, VM ${hit.vm}\\):$`, 'm'));
-  t.regex(missing.stdout, new RegExp(`chunk ${chunk}: chunk missing$`, 'm'));
+  t.regex(missing.stdout, new RegExp(`chunk ${chunk}: chunk missing`));
 });

@@ -4,6 +4,7 @@ import type { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { rm } from 'node:fs/promises';
 import type { Manifest, Repository, RestoreFormat, RestoreProgress } from '../../repository/index.ts';
+import { ConfigError, CorruptImageError, StillpointError } from '../../errors.ts';
 import { EXIT, type CliCommand, type CliIo } from '../command.ts';
 import { formatBytes, formatDuration, progressMode, ProgressWriter, rateAndEta, table } from '../output.ts';
 import { configOption, parse, withSession } from './common.ts';
@@ -136,13 +137,16 @@ export const restoreCommand: CliCommand = {
 
     return withSession(io, v.config, async (session) => {
       const repo = await session.repository();
-      let manifest: Manifest;
-      let results: RestoredDisk[];
+      let manifest: Manifest | undefined;
+      let results: RestoredDisk[] = [];
+      /** The disk being restored, so that an error names the restore point and disk. */
+      let current: string | undefined;
       try {
         manifest = await repo.resolve(args.positionals[0], v.vm);
         const label = `${manifest.vm.name} ${manifest.id}`;
         if (output !== undefined) {
           const disk = pickDisk(manifest, v.disk);
+          current = disk.id;
           if (range || toStdout) {
             results = [await restoreRangeTo(repo, manifest, disk, range ?? { offset: 0 }, output, { io, w, label, overwrite: !!v.overwrite })];
           } else {
@@ -164,6 +168,7 @@ export const restoreCommand: CliCommand = {
           const t = Date.now();
           if (v.disk !== undefined) {
             const disk = pickDisk(manifest, v.disk);
+            current = disk.id;
             const { bytes } = await repo.restoreDisk(manifest.id, disk.id, pathOf(disk.id), opts);
             results = [{ disk: disk.id, path: pathOf(disk.id), format, bytes, durationMs: Date.now() - view.startOf(disk.id, t) }];
             view.done(results[0]);
@@ -172,6 +177,7 @@ export const restoreCommand: CliCommand = {
             results = [];
             let prev = t;
             const onProgress = (p: RestoreProgress) => {
+              current = p.disk;
               view.onProgress(p);
               if (p.bytesDone >= p.bytesTotal) {
                 const end = Date.now();
@@ -179,6 +185,7 @@ export const restoreCommand: CliCommand = {
                 prev = end;
                 results.push(r);
                 view.done(r);
+                current = undefined;
               }
             };
             const written = await repo.restoreVm(manifest.id, to, { ...opts, onProgress });
@@ -189,9 +196,17 @@ export const restoreCommand: CliCommand = {
       } catch (e) {
         w.end();
         if (e instanceof UsageProblem) { io.stderr.write(`stillpoint restore: ${e.message}\n`); return EXIT.usage; }
+        if (manifest && !(e instanceof ConfigError) && e instanceof Error && !e.message.includes(`restore point ${manifest.id}`)) {
+          // Name the restore point and disk (e.g. with a damaged chunk, which the error names).
+          const m = manifest;
+          const disk = current ?? m.disks.find((d) => !results.some((r) => r.disk === d.id))?.id;
+          const where = `restore point ${m.id} (VM ${m.vm.name})${disk ? `, disk ${disk}` : ''}`;
+          throw e instanceof CorruptImageError ? new CorruptImageError(e.message, { where, cause: e }) : new StillpointError(e.message, { where, cause: e });
+        }
         throw e;
       }
       w.end();
+      if (!manifest) return EXIT.failure;
       if (v.json) {
         io.stdout.write(`${JSON.stringify({ restorePoint: manifest.id, vm: manifest.vm, time: manifest.time, disks: results }, null, 2)}\n`);
       } else if (!toStdout) {
