@@ -14,6 +14,7 @@ import {
   type DiskRecord,
   type StoredConfig,
 } from './format.ts';
+import { DEFAULT_PACK_SIZE, PackBuilder, PackIndex, packError, readPackedBlob } from './packs.ts';
 import { RetryingStorage, type RetryPolicy } from './storage-util.ts';
 import { ChunkWorkers } from './workers.ts';
 
@@ -66,17 +67,20 @@ export class RepositoryData {
   readonly storage: RetryingStorage;
   readonly codec: BlobCodec;
   private workersInstance: ChunkWorkers | null = null;
-  /** Recently stored or seen chunk names (bounded), to skip a `head` for repeated content. */
-  private readonly recent = new Set<string>();
+  /** Where every packed chunk is (format version 2), brought up to date before each disk is stored. */
+  readonly packIndex: PackIndex;
+  /** Chunks being packed by any disk stored in this process -> settles once durable. */
+  private readonly pendingChunks = new Map<string, Promise<void>>();
 
   constructor(
     storage: StorageTarget | RetryingStorage,
     readonly config: StoredConfig,
     readonly keys: RepositoryKeys | null,
-    readonly options: { workers?: number; retry?: RetryPolicy; maxInFlightBytes?: number; started?: ChunkWorkers } = {},
+    readonly options: { workers?: number; retry?: RetryPolicy; maxInFlightBytes?: number; started?: ChunkWorkers; packSize?: number } = {},
   ) {
     this.storage = storage instanceof RetryingStorage ? storage : new RetryingStorage(storage, options.retry);
     this.codec = new BlobCodec({ keys, compressionLevel: config.compression.level });
+    this.packIndex = new PackIndex(this.storage, this.codec);
     if (options.started) {
       options.started.setKeys(keys);
       this.workersInstance = options.started;
@@ -168,6 +172,11 @@ export class RepositoryData {
       prevTable.copy(table, 0, 0, table.length);
     }
 
+    // Which chunks the repository holds (packs written since this process last looked included).
+    await this.packIndex.sync();
+    const packs = new PackBuilder(this.storage, this.codec, this.packIndex, this.options.packSize ?? DEFAULT_PACK_SIZE, 2, this.pendingChunks);
+    /** Chunks another disk (stored at the same time) is packing: durable before this table is written. */
+    const elsewhere = new Set<Promise<void>>();
     const progress: StoreProgress = { bytesRead: 0, bytesStored: 0 };
     let dataChunks = 0;
     const work = planChunks(chunkSize, disk.virtualSize, allocation, changed, (index) => setTableEntry(table, index, null));
@@ -198,21 +207,36 @@ export class RepositoryData {
       } else {
         dataChunks++;
         const id = sealed.id;
-        const known = (prevTable && tableEntry(prevTable, item.index) === id) || this.recent.has(id);
+        // Known: in the previous table at the same place, in a pack, or in a pack being filled.
+        let known = (prevTable && tableEntry(prevTable, item.index) === id) || this.packIndex.get(id) !== undefined || packs.holds(id);
+        const packing = known ? undefined : this.pendingChunks.get(id);
+        if (packing) {
+          elsewhere.add(packing);
+          known = true;
+        }
         if (!known) {
-          const key = keys.chunk(id);
-          if ((await this.storage.head(key)) === null) {
-            await this.storage.put(key, sealed.blob!);
-            progress.bytesStored += sealed.blob!.length;
-          }
-          this.remember(id);
+          progress.bytesStored += sealed.blob!.length;
+          await packs.add(id, sealed.blob!);
         }
         setTableEntry(table, item.index, id);
       }
       options.onProgress?.({ ...progress });
     };
 
-    await runBounded(work, inFlight, processChunk, options.signal);
+    try {
+      await runBounded(work, inFlight, processChunk, options.signal);
+    } catch (error) {
+      await packs.settle();
+      throw error;
+    }
+    // Every pack (and its index) durable before the chunk table names its chunks — also the packs
+    // of chunks that another disk stored meanwhile.
+    await packs.finish();
+    try {
+      await Promise.all(elsewhere);
+    } catch (cause) {
+      throw new StillpointError('a chunk this disk shares with another disk being stored at the same time could not be stored', { where, cause, hint: 'see the other disk\'s error; back up again' });
+    }
 
     // Chunks copied from the previous restore point count as data too.
     if (changed) {
@@ -239,15 +263,6 @@ export class RepositoryData {
     });
   }
 
-  /** Forget which chunks were seen (after gc deleted some, they must be looked up again). */
-  forgetRecent(): void {
-    this.recent.clear();
-  }
-
-  private remember(id: string): void {
-    if (this.recent.size >= 65536) this.recent.clear();
-    this.recent.add(id);
-  }
 
   // ---- restore ---------------------------------------------------------------------------
 
@@ -257,6 +272,31 @@ export class RepositoryData {
    * which binds the blob to its name, already proves it is the chunk that was stored.
    */
   async readChunk(id: string, rehash = false): Promise<Buffer> {
+    let at = this.packIndex.get(id);
+    if (!at) {
+      await this.packIndex.sync(2000);
+      at = this.packIndex.get(id);
+    }
+    if (at) {
+      let blob: Buffer;
+      try {
+        blob = await readPackedBlob(this.storage, id, at);
+      } catch (error) {
+        // Repacked by gc meanwhile? Look again once.
+        await this.packIndex.sync();
+        const again = this.packIndex.get(id);
+        if (!again || again.pack === at.pack) throw error;
+        at = again;
+        blob = await readPackedBlob(this.storage, id, at);
+      }
+      try {
+        // The blob is bound to the chunk's name (not to the pack), so gc can move it between packs.
+        return await this.workers.open(keys.chunk(id), blob, rehash || !this.keys ? id : null);
+      } catch (error) {
+        throw packError(id, at, error);
+      }
+    }
+    // Format version 1: one object per chunk.
     const key = keys.chunk(id);
     const blob = await this.storage.get(key).catch((error) => {
       if (error?.name === 'NotFoundError') {
@@ -278,6 +318,8 @@ export class RepositoryData {
     sink: (chunk: { index: number; offset: number; length: number; data: Buffer | null }) => Promise<void>,
     concurrency = Math.max(4, Math.min(32, Math.floor(32 * 2 ** 20 / record.chunkSize))),
   ): Promise<void> {
+    // Packs stored by other processes (a proxy, another backup) since this one last looked.
+    await this.packIndex.sync();
     const first = Math.floor(range.from / record.chunkSize);
     const last = Math.ceil(range.to / record.chunkSize);
     const window: Array<Promise<{ index: number; data: Buffer | null }>> = [];

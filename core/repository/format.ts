@@ -4,7 +4,8 @@ import { z } from 'zod';
  * The repository's stored shapes (documented in docs/repository-format.md). Every stored JSON
  * document carries `format` and `version`; a reader refuses a version it does not know.
  */
-export const REPOSITORY_FORMAT_VERSION = 1;
+/** 2: chunks are stored in pack files (`packs/`, indexed by `index/`); 1: one object per chunk (`chunks/`, still read). */
+export const REPOSITORY_FORMAT_VERSION = 2;
 export const MANIFEST_VERSION = 1;
 
 export const keys = {
@@ -13,6 +14,10 @@ export const keys = {
   keysPrefix: 'keys/',
   chunk: (id: string) => `chunks/${id.slice(0, 2)}/${id}`,
   chunksPrefix: 'chunks/',
+  pack: (id: string) => `packs/${id.slice(0, 2)}/${id}`,
+  packsPrefix: 'packs/',
+  packIndex: (id: string) => `index/${id}`,
+  packIndexPrefix: 'index/',
   table: (id: string) => `tables/${id.slice(0, 2)}/${id}`,
   tablesPrefix: 'tables/',
   restorePoint: (id: string) => `restore-points/${id}`,

@@ -2,6 +2,7 @@ import createDebug from 'debug';
 import { StillpointError } from '../errors.ts';
 import { runBounded } from './data.ts';
 import { keys, tableEntry, type Manifest } from './format.ts';
+import { DEFAULT_PACK_SIZE, PackBuilder } from './packs.ts';
 import type { Repository } from './repository.ts';
 import { applyRetention, type Retention } from './retention.ts';
 
@@ -28,13 +29,22 @@ export interface GcOptions {
   /** How long to wait for a running backup's writer lock before deferring the sweep (default 0). */
   lockWaitMs?: number;
   dryRun?: boolean;
+  /**
+   * A pack with some unreferenced chunks is repacked (its live chunks copied into a new pack, then
+   * it is deleted) when less than this fraction of its bytes is live (default 0.5).
+   */
+  repackBelow?: number;
 }
 
 export interface GcResult {
-  /** Unreferenced chunks and tables found in the mark phase. */
+  /** Unreferenced chunks (packed or loose), tables and orphan packs found in the mark phase. */
   candidates: number;
+  /** Unreferenced chunks removed (from deleted or repacked packs, and loose ones of format 1). */
   deletedChunks: number;
   deletedTables: number;
+  /** Packs deleted (no live chunk, or an orphan without an index) and packs repacked. */
+  deletedPacks: number;
+  repackedPacks: number;
   /** True when a backup held the writer lock, so nothing was deleted. */
   deferred: boolean;
   reason?: string;
@@ -43,10 +53,15 @@ export interface GcResult {
 /**
  * Garbage collection, mark and sweep. Mark (no lock): every chunk and table referenced by a
  * committed manifest is live; the rest are candidates. Sweep (under the writer lock, so no backup
- * runs meanwhile): manifests committed since the mark add their references, then the remaining
- * candidates are deleted. A backup that reused an unreferenced chunk by `head` holds the writer
- * lock until its manifest is committed (the lock of its process, shared by every restore point
- * the process has open), so the sweep either waits for it or sees its references.
+ * runs meanwhile): manifests committed since the mark add their references, the pack index is
+ * read again (packs stored since the mark), then: packs with no live chunk are deleted (index
+ * first, then the pack), packs mostly dead are repacked (live blobs copied as they are — a blob is
+ * bound to its chunk's name, not to its pack — into a new pack, durable with its index before the
+ * old index and pack go), packs without an index (a backup that stopped between the two puts) are
+ * deleted, and so are unreferenced tables and loose (format 1) chunks. A backup that reused an
+ * unreferenced chunk holds the writer lock until its manifest is committed (the lock of its
+ * process, shared by every restore point the process has open), so the sweep either waits for it
+ * or sees its references.
  */
 export async function garbageCollect(repo: Repository, options: GcOptions = {}): Promise<GcResult> {
   const live = { chunks: new Set<string>(), tables: new Set<string>() };
@@ -77,16 +92,52 @@ export async function garbageCollect(repo: Repository, options: GcOptions = {}):
       await addManifest(await repo.manifest(id));
     }
   };
+  const index = repo.data.packIndex;
+  const name = (k: string) => k.slice(k.lastIndexOf('/') + 1);
+  const repackBelow = options.repackBelow ?? 0.5;
+  /** What the sweep would do with the packs, given what is live now. */
+  const planPacks = async () => {
+    await index.sync();
+    const packKeys = await repo.storage.list(keys.packsPrefix);
+    const remove: string[] = [];
+    const repack: string[] = [];
+    const orphans: string[] = [];
+    let deadChunks = 0;
+    for (const key of packKeys) {
+      const pack = name(key);
+      const entries = index.packs.get(pack);
+      if (!entries) {
+        // No index: an orphan (but an index that cannot be read keeps its pack: verify reports it).
+        if (!index.damaged.has(pack)) orphans.push(pack);
+        continue;
+      }
+      let liveBytes = 0;
+      let total = 0;
+      let dead = 0;
+      for (const e of entries) {
+        total += e.length;
+        if (live.chunks.has(e.id)) liveBytes += e.length;
+        else dead++;
+      }
+      if (dead === 0) continue;
+      deadChunks += dead;
+      if (liveBytes === 0) remove.push(pack);
+      else if (liveBytes < total * repackBelow) repack.push(pack);
+      else deadChunks -= dead; // kept as it is: mostly live
+    }
+    return { remove, repack, orphans, deadChunks };
+  };
 
   // Mark.
   await markManifests();
-  const name = (k: string) => k.slice(k.lastIndexOf('/') + 1);
-  const chunkKeys = (await repo.storage.list(keys.chunksPrefix)).filter((k) => !live.chunks.has(name(k)));
+  const looseKeys = (await repo.storage.list(keys.chunksPrefix)).filter((k) => !live.chunks.has(name(k)));
   const tableKeys = (await repo.storage.list(keys.tablesPrefix)).filter((k) => !live.tables.has(name(k)));
-  const candidates = chunkKeys.length + tableKeys.length;
+  const marked = await planPacks();
+  const candidates = looseKeys.length + tableKeys.length + marked.deadChunks + marked.orphans.length;
   debug('gc mark: %d live chunks, %d candidates', live.chunks.size, candidates);
+  const none = { deletedChunks: 0, deletedTables: 0, deletedPacks: 0, repackedPacks: 0 };
   if (options.dryRun || candidates === 0) {
-    return { candidates, deletedChunks: 0, deletedTables: 0, deferred: false };
+    return { candidates, ...none, deferred: false };
   }
 
   // Sweep, under the writer lock.
@@ -94,17 +145,46 @@ export async function garbageCollect(repo: Repository, options: GcOptions = {}):
   try {
     release = await repo.writerLock.exclusive('garbage collection', options.lockWaitMs ?? 0);
   } catch (error) {
-    return { candidates, deletedChunks: 0, deletedTables: 0, deferred: true, reason: (error as Error).message };
+    return { candidates, ...none, deferred: true, reason: (error as Error).message };
   }
   try {
     await markManifests();
-    const deadChunks = chunkKeys.filter((k) => !live.chunks.has(name(k)));
+    const plan = await planPacks();
+    const deadLoose = looseKeys.filter((k) => !live.chunks.has(name(k)));
     const deadTables = tableKeys.filter((k) => !live.tables.has(name(k)));
-    await runBounded(deadChunks, 8, (k) => repo.storage.delete(k));
+    // Repack first (the new packs are durable, with their indexes, before an old one goes).
+    if (plan.repack.length > 0) {
+      const builder = new PackBuilder(repo.storage, repo.data.codec, index, repo.options.packSize ?? DEFAULT_PACK_SIZE);
+      for (const pack of plan.repack) {
+        const whole = await repo.storage.get(keys.pack(pack));
+        for (const e of index.packs.get(pack) ?? []) {
+          if (!live.chunks.has(e.id)) continue;
+          if (index.get(e.id)?.pack !== pack) continue; // already held by another pack
+          if (e.offset + e.length > whole.length) {
+            throw new StillpointError(`garbage collection stopped: pack ${keys.pack(pack)} is shorter than its index says`, { hint: 'run `stillpoint verify --deep`; nothing of that pack was deleted' });
+          }
+          await builder.add(e.id, Buffer.from(whole.subarray(e.offset, e.offset + e.length)));
+        }
+      }
+      await builder.finish();
+    }
+    for (const pack of [...plan.remove, ...plan.repack]) {
+      await repo.storage.delete(keys.packIndex(pack));
+      await repo.storage.delete(keys.pack(pack));
+    }
+    await runBounded(plan.orphans, 8, (p) => repo.storage.delete(keys.pack(p)));
+    await runBounded(deadLoose, 8, (k) => repo.storage.delete(k));
     await runBounded(deadTables, 8, (k) => repo.storage.delete(k));
-    return { candidates, deletedChunks: deadChunks.length, deletedTables: deadTables.length, deferred: false };
+    await index.sync();
+    return {
+      candidates,
+      deletedChunks: plan.deadChunks + deadLoose.length,
+      deletedTables: deadTables.length,
+      deletedPacks: plan.remove.length + plan.orphans.length,
+      repackedPacks: plan.repack.length,
+      deferred: false,
+    };
   } finally {
-    repo.data.forgetRecent();
     await release();
   }
 }

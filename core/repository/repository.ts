@@ -49,6 +49,8 @@ export interface OpenRepositoryOptions {
   workers?: number;
   retry?: RetryPolicy;
   lock?: LockOptions;
+  /** Target size of a pack file (default 16 MiB; tests use small ones). */
+  packSize?: number;
 }
 
 /** Where to find the passphrase, per the config; undefined when the config asks for no encryption. */
@@ -129,7 +131,7 @@ export async function openRepository(storage: StorageTarget, config: RepositoryC
     await started?.close();
     throw error;
   }
-  const data = new RepositoryData(rs, stored, repoKeys, { workers: opts.workers, retry: opts.retry, started });
+  const data = new RepositoryData(rs, stored, repoKeys, { workers: opts.workers, retry: opts.retry, started, packSize: opts.packSize });
   return new Repository(data, opts);
 }
 
@@ -187,12 +189,25 @@ export class Repository {
     }
     const release = await this.writerLock.share(`backup of VM ${meta.vm.name} (job ${meta.job})`);
     try {
+      await this.upgradeFormat();
       const previous = await this.latest(meta.vm.id);
       return new RestorePointWriter(this, parsed.data as RestorePointMeta, previous, release);
     } catch (error) {
       await release();
       throw error;
     }
+  }
+
+  /**
+   * A version 1 repository (one object per chunk) gets packs from now on: its config says version
+   * 2, so that an older Stillpoint refuses it instead of missing the packed chunks. Under the lock.
+   */
+  private async upgradeFormat(): Promise<void> {
+    if (this.config.version >= REPOSITORY_FORMAT_VERSION) return;
+    const upgraded: StoredConfig = { ...this.config, version: REPOSITORY_FORMAT_VERSION };
+    await this.storage.put(keys.config, Buffer.from(JSON.stringify(upgraded, null, 2)));
+    (this.data as { config: StoredConfig }).config = upgraded;
+    debug('repository upgraded to format version %d (pack files)', REPOSITORY_FORMAT_VERSION);
   }
 
   async manifestIds(): Promise<string[]> {

@@ -103,6 +103,15 @@ export class RetryingStorage {
   delete(key: string): Promise<void> {
     return withRetry(`delete ${key}`, () => this.target.delete(key), this.policy);
   }
+  /** Part of an object (the target's ranged get, or the whole object cut when it has none). */
+  getRange(key: string, offset: number, length: number): Promise<Buffer> {
+    const target = this.target;
+    if (target.getRange) return withRetry(`get ${key} [${offset}+${length}]`, () => target.getRange!(key, offset, length), this.policy);
+    return this.get(key).then((all) => all.subarray(offset, offset + length));
+  }
+  get hasRangedGet(): boolean {
+    return typeof this.target.getRange === 'function';
+  }
   async getOrNull(key: string): Promise<Buffer | null> {
     try {
       return await this.get(key);

@@ -97,17 +97,27 @@ export async function verifyRepository(repo: Repository, options: VerifyOptions 
   const bad = new Map<string, string>();
   let checked = 0;
   if (mode === 'quick') {
-    const existing = new Set((await repo.storage.list(keys.chunksPrefix)).map((k) => k.slice(k.lastIndexOf('/') + 1)));
-    for (const c of referenced) if (!existing.has(c)) bad.set(c, 'missing');
+    const index = repo.data.packIndex;
+    await index.sync();
+    const packs = new Set((await repo.storage.list(keys.packsPrefix)).map((k) => k.slice(k.lastIndexOf('/') + 1)));
+    const loose = new Set((await repo.storage.list(keys.chunksPrefix)).map((k) => k.slice(k.lastIndexOf('/') + 1)));
+    for (const c of referenced) {
+      const at = index.get(c);
+      if (at && !packs.has(at.pack)) bad.set(c, `missing: its pack ${keys.pack(at.pack)} is missing`);
+      else if (!at && !loose.has(c)) bad.set(c, damagedIndexes(index.damaged));
+    }
     checked = referenced.size;
   } else {
+    await repo.data.packIndex.sync();
     const sample = [...referenced].filter((c) => percent >= 100 || sampled(c, percent));
     await runBounded(sample, repo.data.workers.size * 2 + 2, async (c) => {
       try {
         await repo.data.readChunk(c, true);
       } catch (error) {
         const e = error as Error;
-        bad.set(c, e.name === 'CorruptImageError' && /missing/.test(e.message) ? 'missing' : `damaged: ${e.message}`);
+        bad.set(c, e.name === 'CorruptImageError' && /missing/.test(e.message)
+          ? (/pack .* is missing/.test(e.message) ? `missing: ${e.message}` : damagedIndexes(repo.data.packIndex.damaged))
+          : `damaged: ${e.message}`);
       }
       checked++;
       options.onProgress?.({ phase: 'chunks', done: checked, total: sample.length });
@@ -138,6 +148,13 @@ export async function verifyRepository(repo: Repository, options: VerifyOptions 
     damagedChunks: [...bad].map(([chunk, problem]) => ({ chunk, problem })),
     ok: damagedList.length === 0,
   };
+}
+
+/** Why a chunk is in no readable pack index: missing, or perhaps listed by an index that cannot be read. */
+function damagedIndexes(damaged: ReadonlyMap<string, string>): string {
+  if (damaged.size === 0) return 'missing';
+  const [[pack, why]] = [...damaged];
+  return `missing (or listed by a pack index that cannot be read: ${keys.packIndex(pack)}: ${why}${damaged.size > 1 ? `, and ${damaged.size - 1} more` : ''})`;
 }
 
 /** A random sample that differs between runs but is stable within one (salted by the run). */

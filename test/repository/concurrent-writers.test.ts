@@ -109,3 +109,33 @@ test('gc while restore points are written concurrently deletes nothing they refe
     await f.cleanup();
   }
 });
+
+test('restore points written at once that share content store each chunk once (one waits for the other\'s pack to be durable)', async (t) => {
+  const f = await fixture();
+  try {
+    const repo = await f.open({ packSize: 128 * 1024 });
+    const image = mixedImage(4 * MiB);
+    const path = await writeImage(f.dir, 'same.img', image);
+    const write = async (vm: string) => {
+      const w = await repo.startRestorePoint(meta(vm));
+      const src = await RawFileDisk.open(path);
+      try {
+        await w.storeDisk({ id: 'scsi0-0', virtualSize: image.length, logicalSectorSize: 512 }, src, {});
+      } finally {
+        await src.close();
+      }
+      return (await w.commit()).id;
+    };
+    const ids = await Promise.all([write('vm-1'), write('vm-2'), write('vm-3')]);
+    const stored = [...repo.data.packIndex.packs.values()].flat().map((e) => e.id);
+    t.is(stored.length, new Set(stored).size, 'no chunk is stored twice');
+    t.true((await repo.verify({ deep: true })).ok);
+    for (const id of ids) {
+      const out = join(f.dir, `r-${id}.img`);
+      await (await f.open()).restoreDisk(id, 'scsi0-0', out);
+      t.true((await readFile(out)).equals(image));
+    }
+  } finally {
+    await f.cleanup();
+  }
+});

@@ -23,7 +23,8 @@ test('a full repository filesystem (ENOSPC) fails the backup with a clear error 
   const work = await mkdtemp(join(tmpdir(), 'stillpoint-faults-'));
   try {
     const storage = new LocalStorage(join(fs.dir, 'repo'));
-    const repo = await openRepository(storage, config, { create: true, workers: 1 });
+    // Packs of 1 MiB: some are stored before the filesystem is full.
+    const repo = await openRepository(storage, config, { create: true, workers: 1, packSize: MiB });
     const img = await writeImage(work, 'big.img', randomBytes(12 * MiB));
     const writer = await repo.startRestorePoint(meta());
     const source = await RawFileDisk.open(img);

@@ -91,7 +91,7 @@ test('zero extents are recorded, not stored; the reader allocation is honoured',
     t.is(m.disks[0].zeroChunks, 48);
     t.is(m.disks[0].logicalSectorSize, 4096);
     let chunks = 0;
-    for await (const _ of f.storage.list('chunks/')) chunks++;
+    for (const entries of repo.data.packIndex.packs.values()) chunks += entries.length;
     t.is(chunks, 1, 'sixteen identical chunks are stored once');
     const out = join(f.dir, 'out.img');
     await repo.restoreDisk(id, 'd', out);
@@ -199,10 +199,11 @@ test('one writing process (Repository) at a time; a stale lock (dead owner) is t
   }
 });
 
-test('verify: quick finds a missing chunk, deep a corrupted one; both name the restore point and chunk; restore names it too', async (t) => {
+test('verify: quick finds a missing pack, deep a corrupted chunk in a pack; both name the restore point, chunk and pack; restore names them too', async (t) => {
   const f = await fixture();
   try {
-    const repo = await f.open();
+    // Small packs (a few chunks each), so that one pack can be damaged and another removed.
+    const repo = await f.open({ packSize: 256 * 1024 });
     const img = await writeImage(f.dir, 'd.img', mixedImage(2 * MiB));
     const b1 = await backup(repo, img, { time: new Date('2026-02-01T00:00:00Z') });
     const b2 = await backup(repo, img, { time: new Date('2026-02-02T00:00:00Z') });
@@ -210,29 +211,31 @@ test('verify: quick finds a missing chunk, deep a corrupted one; both name the r
     t.true(ok.ok);
     t.is(ok.mode, 'quick');
     const m = await repo.manifest(b1.id);
-    const chunkKeys: string[] = [];
-    for await (const k of f.storage.list('chunks/')) chunkKeys.push(k);
-    chunkKeys.sort();
-    // Corrupt one chunk on disk (flip a byte), remove another.
-    const victim = chunkKeys[0];
-    const path = join(f.dir, 'repo', victim);
+    const packs = [...repo.data.packIndex.packs].sort(([x], [y]) => x.localeCompare(y));
+    t.true(packs.length >= 3, `several packs (${packs.length})`);
+    // Corrupt one chunk inside a pack on disk (flip a byte of its blob), remove another pack.
+    const [victimPack, [victimEntry]] = packs[0];
+    const victim = victimEntry.id;
+    const path = join(f.dir, 'repo', 'packs', victimPack.slice(0, 2), victimPack);
     const blob = await readFile(path);
-    blob[blob.length - 3] ^= 0xff;
+    blob[victimEntry.offset + victimEntry.length - 3] ^= 0xff;
     await writeFile(path, blob);
-    const gone = chunkKeys[1];
-    await f.storage.delete(gone);
+    const [gonePack, goneEntries] = packs[1];
+    const gone = goneEntries.map((e) => e.id);
+    await f.storage.delete(`packs/${gonePack.slice(0, 2)}/${gonePack}`);
 
     const quick = await repo.verify();
     t.false(quick.ok);
-    t.deepEqual(quick.damagedChunks.map((c) => c.chunk), [gone.split('/')[2]]);
+    t.deepEqual(quick.damagedChunks.map((c) => c.chunk).sort(), [...gone].sort());
+    t.regex(quick.damagedChunks[0].problem, new RegExp(`missing: its pack packs/../${gonePack} is missing`));
     t.deepEqual(quick.damaged.map((d) => d.id).sort(), [b1.id, b2.id].sort());
 
     const deep = await repo.verify({ deep: true });
-    t.deepEqual(deep.damagedChunks.map((c) => c.chunk).sort(), [gone, victim].map((k) => k.split('/')[2]).sort());
-    const p = deep.damaged[0].problems.find((x) => x.chunk === victim.split('/')[2])!;
+    t.deepEqual(deep.damagedChunks.map((c) => c.chunk).sort(), [...gone, victim].sort());
+    const p = deep.damaged[0].problems.find((x) => x.chunk === victim)!;
     t.is(p.disk, 'scsi0-0');
     t.is(typeof p.offset, 'number');
-    t.regex(p.problem, /damaged/);
+    t.regex(p.problem, new RegExp(`damaged: .*pack packs/../${victimPack}`));
     t.deepEqual(deep.damaged.map((d) => d.id).sort(), [b1.id, b2.id].sort());
     t.is(m.disks[0].chunkCount, 32);
 
@@ -242,7 +245,8 @@ test('verify: quick finds a missing chunk, deep a corrupted one; both name the r
 
     const error = await t.throwsAsync(() => repo.restoreDisk(b1.id, 'scsi0-0', join(f.dir, 'r.img')));
     t.true(error instanceof CorruptImageError || error instanceof StillpointError);
-    t.true(error!.message.includes(victim) || error!.message.includes(gone), 'restore names the damaged chunk');
+    t.true([victim, ...gone].some((c) => error!.message.includes(c)), 'restore names the damaged chunk');
+    t.true([victimPack, gonePack].some((pk) => error!.message.includes(pk)), `restore names the pack: ${error!.message}`);
     t.deepEqual((await readdir(f.dir)).filter((n) => n.startsWith('r.img')), [], 'a failed restore leaves no partial file');
   } finally {
     await f.cleanup();

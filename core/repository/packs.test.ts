@@ -1,0 +1,77 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import { CorruptImageError } from '../errors.ts';
+import { LocalStorage } from '../../plugins/local/storage.ts';
+import { BlobCodec } from './codec.ts';
+import { keys } from './format.ts';
+import { decodePackIndex, encodePackIndex, PackBuilder, PackIndex, readPackedBlob } from './packs.ts';
+import { RetryingStorage } from './storage-util.ts';
+
+const id = () => randomBytes(32).toString('hex');
+
+test('pack index: encode/decode round trip; a damaged index is refused naming it', (t) => {
+  const entries = [
+    { id: id(), offset: 0, length: 1234 },
+    { id: id(), offset: 1234, length: 2 ** 20 + 5 },
+    { id: id(), offset: 2 ** 31 + 7, length: 1 },
+  ];
+  const buf = encodePackIndex(entries);
+  t.is(buf.length, 8 + 3 * 40);
+  t.deepEqual(decodePackIndex(buf, 'index/x'), entries);
+  t.deepEqual(decodePackIndex(encodePackIndex([]), 'index/x'), []);
+  t.throws(() => decodePackIndex(buf.subarray(0, buf.length - 1), 'index/x'), { instanceOf: CorruptImageError, message: /index\/x.*expected 128/ });
+  const bad = Buffer.from(buf);
+  bad[0] = 0x58;
+  t.throws(() => decodePackIndex(bad, 'index/y'), { instanceOf: CorruptImageError, message: /index\/y.*bad magic/ });
+});
+
+test('pack builder: packs of the target size, durable with their index before the chunks are visible; another process finds them through the stored indexes', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'stillpoint-packs-'));
+  try {
+    const storage = new RetryingStorage(new LocalStorage(dir));
+    const codec = new BlobCodec({ keys: { encKey: randomBytes(32), idKey: randomBytes(32) }, compressionLevel: 1 });
+    const index = new PackIndex(storage, codec);
+    const builder = new PackBuilder(storage, codec, index, 100_000);
+    const blobs = new Map<string, Buffer>();
+    for (let i = 0; i < 35; i++) {
+      const c = id();
+      const blob = codec.seal(keys.chunk(c), randomBytes(10_000 + i));
+      blobs.set(c, blob);
+      await builder.add(c, blob);
+      t.true(builder.holds(c) || index.get(c) !== undefined);
+    }
+    const again = [...blobs.keys()][3];
+    // The same chunk again: the builder (still storing it) or the index (stored) knows it.
+    t.true(builder.holds(again) || index.get(again) !== undefined);
+    await builder.finish();
+    t.is(builder.packsStored, 4, 'three full packs of >= 100000 bytes and the rest');
+    t.is((await storage.list(keys.packsPrefix)).length, 4);
+    t.is((await storage.list(keys.packIndexPrefix)).length, 4);
+
+    // A fresh index (another process) loads the stored indexes and reads every blob back.
+    const other = new PackIndex(storage, codec);
+    await other.sync();
+    t.is([...other.packs.values()].reduce((n, e) => n + e.length, 0), 35);
+    for (const [c, blob] of blobs) {
+      const at = other.get(c)!;
+      t.truthy(at, `chunk ${c} is indexed`);
+      t.true((await readPackedBlob(storage, c, at)).equals(blob));
+    }
+    // An index that cannot be read is remembered (its chunks are missing), not fatal.
+    const [firstPack] = other.packs.keys();
+    await storage.put(keys.packIndex(firstPack), Buffer.from('garbage'));
+    const third = new PackIndex(storage, codec);
+    await third.sync();
+    t.true(third.damaged.has(firstPack));
+    t.is(third.packs.size, 3);
+    // A removed pack is dropped by the next sync.
+    await storage.delete(keys.packIndex(firstPack));
+    await other.sync();
+    t.false(other.packs.has(firstPack));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

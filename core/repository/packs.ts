@@ -1,0 +1,290 @@
+import { randomBytes } from 'node:crypto';
+import createDebug from 'debug';
+import { CorruptImageError, NotFoundError, StillpointError } from '../errors.ts';
+import type { BlobCodec } from './codec.ts';
+import { keys } from './format.ts';
+import type { RetryingStorage } from './storage-util.ts';
+
+const debug = createDebug('stillpoint:repository');
+
+/**
+ * Pack files (format version 2, docs/repository-format.md): many chunk blobs in one storage
+ * object `packs/<xx>/<pack id>`, found through the pack's index `index/<pack id>` (a blob: the
+ * chunk names with their offset and length in the pack). A pack is put (durably) before its
+ * index, so a chunk listed by an index is durable; a pack without an index is an orphan of a
+ * backup that stopped (garbage collection removes it).
+ */
+export const PACK_INDEX_MAGIC = Buffer.from('SPI', 'ascii');
+export const PACK_INDEX_VERSION = 1;
+const ENTRY = 40;
+/** Default target size of a pack (a pack is closed once it holds at least this much). */
+export const DEFAULT_PACK_SIZE = 16 * 2 ** 20;
+
+export interface PackEntry {
+  /** Chunk name (64 hex digits). */
+  id: string;
+  offset: number;
+  length: number;
+}
+
+export interface ChunkLocation {
+  pack: string;
+  offset: number;
+  length: number;
+}
+
+/** "SPI" | version (1) | count (u32 LE) | count x (chunk name (32) | offset (u32 LE) | length (u32 LE)). */
+export function encodePackIndex(entries: PackEntry[]): Buffer {
+  const out = Buffer.alloc(8 + entries.length * ENTRY);
+  PACK_INDEX_MAGIC.copy(out, 0);
+  out[3] = PACK_INDEX_VERSION;
+  out.writeUInt32LE(entries.length, 4);
+  entries.forEach((e, i) => {
+    const at = 8 + i * ENTRY;
+    out.write(e.id, at, 32, 'hex');
+    out.writeUInt32LE(e.offset, at + 32);
+    out.writeUInt32LE(e.length, at + 36);
+  });
+  return out;
+}
+
+export function decodePackIndex(buf: Buffer, where: string): PackEntry[] {
+  if (buf.length < 8 || !buf.subarray(0, 3).equals(PACK_INDEX_MAGIC)) throw new CorruptImageError('not a pack index (bad magic)', { where, hint: 'run `stillpoint verify --deep`' });
+  if (buf[3] !== PACK_INDEX_VERSION) throw new CorruptImageError(`pack index version ${buf[3]} is not supported`, { where, hint: 'upgrade Stillpoint' });
+  const count = buf.readUInt32LE(4);
+  if (buf.length !== 8 + count * ENTRY) throw new CorruptImageError(`pack index is ${buf.length} bytes, expected ${8 + count * ENTRY} for ${count} entries`, { where });
+  const out: PackEntry[] = [];
+  for (let i = 0; i < count; i++) {
+    const at = 8 + i * ENTRY;
+    out.push({ id: buf.toString('hex', at, at + 32), offset: buf.readUInt32LE(at + 32), length: buf.readUInt32LE(at + 36) });
+  }
+  return out;
+}
+
+export function newPackId(): string {
+  return randomBytes(16).toString('hex');
+}
+
+/**
+ * Where each chunk is: the union of every pack index in the repository, kept in memory and brought
+ * up to date with `sync()` (new indexes are loaded, removed ones dropped). An index that cannot be
+ * read is remembered in `damaged` (its chunks count as missing; gc leaves its pack alone).
+ */
+export class PackIndex {
+  private readonly byChunk = new Map<string, ChunkLocation>();
+  private readonly byPack = new Map<string, PackEntry[]>();
+  readonly damaged = new Map<string, string>();
+  private syncing: Promise<void> | null = null;
+  private syncedAt = 0;
+
+  constructor(private readonly storage: RetryingStorage, private readonly codec: BlobCodec) {}
+
+  get(id: string): ChunkLocation | undefined {
+    return this.byChunk.get(id);
+  }
+
+  /** Every pack with an index, and its entries. */
+  get packs(): ReadonlyMap<string, PackEntry[]> {
+    return this.byPack;
+  }
+
+  /** Record a pack whose pack object and index are durable. */
+  add(pack: string, entries: PackEntry[]): void {
+    this.byPack.set(pack, entries);
+    for (const e of entries) this.byChunk.set(e.id, { pack, offset: e.offset, length: e.length });
+  }
+
+  private drop(pack: string): void {
+    for (const e of this.byPack.get(pack) ?? []) {
+      if (this.byChunk.get(e.id)?.pack === pack) this.byChunk.delete(e.id);
+    }
+    this.byPack.delete(pack);
+  }
+
+  /**
+   * Bring the index up to date with the storage target (one listing, plus a get per new index);
+   * with `maxAgeMs`, only when it was last brought up to date longer ago than that.
+   */
+  sync(maxAgeMs?: number): Promise<void> {
+    if (maxAgeMs !== undefined && this.syncing === null && Date.now() - this.syncedAt < maxAgeMs) return Promise.resolve();
+    this.syncing ??= this.load().finally(() => {
+      this.syncing = null;
+      this.syncedAt = Date.now();
+    });
+    return this.syncing;
+  }
+
+  private async load(): Promise<void> {
+    const listed = new Set((await this.storage.list(keys.packIndexPrefix)).map((k) => k.slice(keys.packIndexPrefix.length)));
+    for (const pack of [...this.byPack.keys()]) if (!listed.has(pack)) this.drop(pack);
+    for (const key of [...this.damaged.keys()]) if (!listed.has(key)) this.damaged.delete(key);
+    const fresh = [...listed].filter((p) => !this.byPack.has(p));
+    let next = 0;
+    const lane = async () => {
+      while (next < fresh.length) {
+        const pack = fresh[next++];
+        const key = keys.packIndex(pack);
+        try {
+          const plain = this.codec.open(key, await this.storage.get(key));
+          this.add(pack, decodePackIndex(plain, key));
+          this.damaged.delete(pack);
+        } catch (error) {
+          if (error instanceof NotFoundError) continue; // removed meanwhile (gc)
+          debug('pack index %s cannot be read: %s', key, (error as Error).message);
+          this.damaged.set(pack, (error as Error).message);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(8, fresh.length) }, lane));
+    if (fresh.length) debug('pack index: %d packs, %d chunks (%d loaded now)', this.byPack.size, this.byChunk.size, fresh.length);
+  }
+}
+
+/**
+ * Collects sealed chunk blobs into packs and stores them: pack object first, then its index, then
+ * the chunks become visible in the `PackIndex`. At most `maxInFlight` packs are being stored at once
+ * (`add` waits: back-pressure). `finish` stores the last, partly filled pack and returns once every
+ * pack of this builder is durable; the first failure is rethrown by `add` and `finish`.
+ */
+export class PackBuilder {
+  private blobs: Buffer[] = [];
+  private entries: PackEntry[] = [];
+  private size = 0;
+  /** Chunks in the pack being filled or being stored (not yet in the index). */
+  private readonly pendingIds = new Set<string>();
+  private readonly inFlight = new Set<Promise<void>>();
+  private failure: unknown = null;
+  /** Settles once the pack being filled is durable with its index (or failed). */
+  private current: { promise: Promise<void>; resolve(): void; reject(e: unknown): void } | null = null;
+  /** Bytes of packs stored by this builder. */
+  bytesStored = 0;
+  packsStored = 0;
+
+  constructor(
+    private readonly storage: RetryingStorage,
+    private readonly codec: BlobCodec,
+    private readonly index: PackIndex,
+    private readonly packSize = DEFAULT_PACK_SIZE,
+    private readonly maxInFlight = 2,
+    /**
+     * Chunks being stored by any builder of this process -> settles when durable (shared, so that
+     * restore points written at once store a chunk once: the other one waits for it).
+     */
+    private readonly pending: Map<string, Promise<void>> = new Map(),
+  ) {}
+
+  /** True when this builder already holds the chunk (so it need not be added again). */
+  holds(id: string): boolean {
+    return this.pendingIds.has(id);
+  }
+
+  async add(id: string, blob: Buffer): Promise<void> {
+    this.check();
+    if (this.pendingIds.has(id)) return;
+    this.pendingIds.add(id);
+    if (!this.current) {
+      let resolve!: () => void;
+      let reject!: (e: unknown) => void;
+      const promise = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
+      promise.catch(() => undefined);
+      this.current = { promise, resolve, reject };
+    }
+    if (!this.pending.has(id)) this.pending.set(id, this.current.promise);
+    this.entries.push({ id, offset: this.size, length: blob.length });
+    this.blobs.push(blob);
+    this.size += blob.length;
+    if (this.size >= this.packSize) await this.flush();
+  }
+
+  /** Wait for the packs being stored, store nothing more (after a failure elsewhere). */
+  async settle(): Promise<void> {
+    const abandoned = new StillpointError('the backup stopped before this chunk was stored');
+    for (const e of this.entries) this.release(e.id, this.current?.promise);
+    this.current?.reject(abandoned);
+    this.current = null;
+    this.blobs = [];
+    this.entries = [];
+    this.size = 0;
+    await Promise.all(this.inFlight);
+  }
+
+  async finish(): Promise<void> {
+    if (this.entries.length > 0) await this.flush();
+    while (this.inFlight.size > 0) await Promise.all(this.inFlight);
+    this.check();
+  }
+
+  private check(): void {
+    if (this.failure) throw this.failure;
+  }
+
+  /** Close the pack being filled (at once, so that it neither grows nor is stored twice) and store it. */
+  private async flush(): Promise<void> {
+    const blobs = this.blobs;
+    const entries = this.entries;
+    const done = this.current!;
+    this.blobs = [];
+    this.entries = [];
+    this.size = 0;
+    this.current = null;
+    while (this.inFlight.size >= this.maxInFlight) {
+      await Promise.race(this.inFlight);
+      this.check();
+    }
+    const job = this.store(Buffer.concat(blobs), entries).then(
+      () => {
+        for (const e of entries) this.release(e.id, done.promise);
+        done.resolve();
+      },
+      (error) => {
+        this.failure ??= error;
+        for (const e of entries) this.release(e.id, done.promise);
+        done.reject(error);
+      },
+    );
+    this.inFlight.add(job);
+    void job.finally(() => this.inFlight.delete(job));
+  }
+
+  private release(id: string, promise: Promise<void> | undefined): void {
+    if (this.pending.get(id) === promise) this.pending.delete(id);
+  }
+
+  private async store(pack: Buffer, entries: PackEntry[]): Promise<void> {
+    const id = newPackId();
+    await this.storage.put(keys.pack(id), pack);
+    const indexKey = keys.packIndex(id);
+    const sealed = this.codec.seal(indexKey, encodePackIndex(entries));
+    await this.storage.put(indexKey, sealed);
+    this.index.add(id, entries);
+    for (const e of entries) this.pendingIds.delete(e.id);
+    this.bytesStored += pack.length + sealed.length;
+    this.packsStored++;
+  }
+}
+
+/** A chunk's blob read out of its pack; a pack that is gone or too short is reported as missing. */
+export async function readPackedBlob(storage: RetryingStorage, chunk: string, at: ChunkLocation): Promise<Buffer> {
+  const key = keys.pack(at.pack);
+  let blob: Buffer;
+  try {
+    blob = await storage.getRange(key, at.offset, at.length);
+  } catch (error) {
+    if (error instanceof NotFoundError) {
+      throw new CorruptImageError(`chunk ${chunk} is missing from the repository: its pack ${key} is missing`, { where: key, hint: 'run `stillpoint verify` to list every damaged restore point', cause: error });
+    }
+    throw error;
+  }
+  if (blob.length !== at.length) {
+    throw new CorruptImageError(`chunk ${chunk} is damaged: pack ${key} is truncated (${blob.length} of ${at.length} bytes at offset ${at.offset})`, { where: key, hint: 'run `stillpoint verify --deep`' });
+  }
+  return blob;
+}
+
+export function packError(chunk: string, at: ChunkLocation, error: unknown): Error {
+  const e = error as Error;
+  if (e instanceof CorruptImageError) {
+    return new CorruptImageError(`chunk ${chunk} in pack ${keys.pack(at.pack)} (offset ${at.offset}) is damaged: ${e.message}`, { where: keys.pack(at.pack), hint: 'run `stillpoint verify --deep` to list every damaged restore point', cause: e });
+  }
+  return e instanceof Error ? e : new StillpointError(String(e));
+}
