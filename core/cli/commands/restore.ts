@@ -196,6 +196,8 @@ export const restoreCommand: CliCommand = {
       } catch (e) {
         w.end();
         if (e instanceof UsageProblem) { io.stderr.write(`stillpoint restore: ${e.message}\n`); return EXIT.usage; }
+        // The reader of standard output stopped reading (`restore -o - | head`): nothing is wrong.
+        if (toStdout && (e as NodeJS.ErrnoException).code === 'EPIPE') return EXIT.ok;
         if (manifest && !(e instanceof ConfigError) && e instanceof Error && !e.message.includes(`restore point ${manifest.id}`)) {
           // Name the restore point and disk (e.g. with a damaged chunk, which the error names).
           const m = manifest;
