@@ -182,7 +182,7 @@ export class RepositoryData {
     const work = planChunks(chunkSize, disk.virtualSize, allocation, changed, (index) => setTableEntry(table, index, null));
     // Chunks in flight (read, sealed or being stored): storing waits on fsync, so keep more of
     // them going than there are workers, within a memory bound (each holds up to 2 chunk sizes).
-    const inFlight = Math.max(2, Math.min(32, Math.floor((this.options.maxInFlightBytes ?? 64 * 2 ** 20) / chunkSize)));
+    const inFlight = Math.max(2, Math.min(32, Math.floor((this.options.maxInFlightBytes ?? 32 * 2 ** 20) / chunkSize)));
     const free: ArrayBuffer[] = [];
 
     const processChunk = async (item: ChunkWork): Promise<void> => {
@@ -207,7 +207,9 @@ export class RepositoryData {
       } else {
         dataChunks++;
         const id = sealed.id;
-        // Known: in the previous table at the same place, in a pack, or in a pack being filled.
+        await packs.ready();
+        // Known: in the previous table at the same place, in a pack, or in a pack being filled
+        // (this disk's or, then durable before this table is written, another disk's).
         let known = (prevTable && tableEntry(prevTable, item.index) === id) || this.packIndex.get(id) !== undefined || packs.holds(id);
         const packing = known ? undefined : this.pendingChunks.get(id);
         if (packing) {
@@ -216,7 +218,7 @@ export class RepositoryData {
         }
         if (!known) {
           progress.bytesStored += sealed.blob!.length;
-          await packs.add(id, sealed.blob!);
+          packs.add(id, sealed.blob!);
         }
         setTableEntry(table, item.index, id);
       }

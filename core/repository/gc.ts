@@ -163,7 +163,8 @@ export async function garbageCollect(repo: Repository, options: GcOptions = {}):
           if (e.offset + e.length > whole.length) {
             throw new StillpointError(`garbage collection stopped: pack ${keys.pack(pack)} is shorter than its index says`, { hint: 'run `stillpoint verify --deep`; nothing of that pack was deleted' });
           }
-          await builder.add(e.id, Buffer.from(whole.subarray(e.offset, e.offset + e.length)));
+          await builder.ready();
+          builder.add(e.id, whole.subarray(e.offset, e.offset + e.length));
         }
       }
       await builder.finish();

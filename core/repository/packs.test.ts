@@ -40,7 +40,8 @@ test('pack builder: packs of the target size, durable with their index before th
       const c = id();
       const blob = codec.seal(keys.chunk(c), randomBytes(10_000 + i));
       blobs.set(c, blob);
-      await builder.add(c, blob);
+      await builder.ready();
+      builder.add(c, blob);
       t.true(builder.holds(c) || index.get(c) !== undefined);
     }
     const again = [...blobs.keys()][3];

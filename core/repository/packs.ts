@@ -147,7 +147,10 @@ export class PackIndex {
  * pack of this builder is durable; the first failure is rethrown by `add` and `finish`.
  */
 export class PackBuilder {
-  private blobs: Buffer[] = [];
+  /** The pack being filled: blobs are copied in as they come (buffers are reused, see `spare`). */
+  private buffer: Buffer | null = null;
+  /** Pack buffers whose store finished, to fill again (no new large allocation per pack). */
+  private readonly spare: Buffer[] = [];
   private entries: PackEntry[] = [];
   private size = 0;
   /** Chunks in the pack being filled or being stored (not yet in the index). */
@@ -178,7 +181,18 @@ export class PackBuilder {
     return this.pendingIds.has(id);
   }
 
-  async add(id: string, blob: Buffer): Promise<void> {
+  /**
+   * Back-pressure: resolves once fewer than maxInFlight packs are being stored, so memory stays
+   * bounded however slow the storage target is. Call it before deciding whether a chunk is known
+   * and adding it (`add` registers the chunk at once, without waiting).
+   */
+  async ready(): Promise<void> {
+    while (this.inFlight.size >= this.maxInFlight) await Promise.race(this.inFlight);
+    this.check();
+  }
+
+  /** Take a chunk's blob (copied into the pack being filled); closes and stores the pack when full. */
+  add(id: string, blob: Buffer): void {
     this.check();
     if (this.pendingIds.has(id)) return;
     this.pendingIds.add(id);
@@ -191,9 +205,10 @@ export class PackBuilder {
     }
     if (!this.pending.has(id)) this.pending.set(id, this.current.promise);
     this.entries.push({ id, offset: this.size, length: blob.length });
-    this.blobs.push(blob);
+    this.reserve(this.size + blob.length);
+    blob.copy(this.buffer!, this.size);
     this.size += blob.length;
-    if (this.size >= this.packSize) await this.flush();
+    if (this.size >= this.packSize) this.flush();
   }
 
   /** Wait for the packs being stored, store nothing more (after a failure elsewhere). */
@@ -202,14 +217,14 @@ export class PackBuilder {
     for (const e of this.entries) this.release(e.id, this.current?.promise);
     this.current?.reject(abandoned);
     this.current = null;
-    this.blobs = [];
+    this.buffer = null;
     this.entries = [];
     this.size = 0;
     await Promise.all(this.inFlight);
   }
 
   async finish(): Promise<void> {
-    if (this.entries.length > 0) await this.flush();
+    if (this.entries.length > 0) this.flush();
     while (this.inFlight.size > 0) await Promise.all(this.inFlight);
     this.check();
   }
@@ -219,20 +234,18 @@ export class PackBuilder {
   }
 
   /** Close the pack being filled (at once, so that it neither grows nor is stored twice) and store it. */
-  private async flush(): Promise<void> {
-    const blobs = this.blobs;
+  private flush(): void {
+    const buffer = this.buffer!;
+    const size = this.size;
     const entries = this.entries;
     const done = this.current!;
-    this.blobs = [];
+    this.buffer = null;
     this.entries = [];
     this.size = 0;
     this.current = null;
-    while (this.inFlight.size >= this.maxInFlight) {
-      await Promise.race(this.inFlight);
-      this.check();
-    }
-    const job = this.store(Buffer.concat(blobs), entries).then(
+    const job = this.store(buffer.subarray(0, size), entries).then(
       () => {
+        if (this.spare.length < this.maxInFlight) this.spare.push(buffer);
         for (const e of entries) this.release(e.id, done.promise);
         done.resolve();
       },
@@ -244,6 +257,18 @@ export class PackBuilder {
     );
     this.inFlight.add(job);
     void job.finally(() => this.inFlight.delete(job));
+  }
+
+  /** Room for `needed` bytes in the pack being filled. */
+  private reserve(needed: number): void {
+    if (this.buffer && this.buffer.length >= needed) return;
+    // A pack is closed once it reaches packSize; a chunk blob is at most ~chunk size, so a buffer
+    // of 1.25 x packSize (or what is needed) rarely grows.
+    const capacity = Math.max(needed, Math.ceil(this.packSize * 1.25));
+    let next = this.buffer === null ? this.spare.pop() : undefined;
+    if (!next || next.length < needed) next = Buffer.allocUnsafe(capacity);
+    if (this.buffer) this.buffer.copy(next, 0, 0, this.size);
+    this.buffer = next;
   }
 
   private release(id: string, promise: Promise<void> | undefined): void {
