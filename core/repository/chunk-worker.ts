@@ -28,6 +28,13 @@ port.on('message', (task: WorkerTask) => {
       const id = chunkId(data, keys);
       // The blob's name is its storage key, `chunks/<xx>/<id>` (format.ts `keys.chunk`; not imported, to keep the worker light).
       const sealed = codec.seal(`chunks/${id.slice(0, 2)}/${id}`, data);
+      if (sealed.byteLength <= task.buf.byteLength) {
+        // Over the chunk (no longer needed) in the buffer that goes back anyway: no new buffer
+        // crosses to the main thread per chunk, so its garbage collector has little to do.
+        new Uint8Array(task.buf).set(sealed);
+        reply({ seq: task.seq, ok: true, id, blob: null, blobLength: sealed.byteLength, buf: task.buf }, [task.buf]);
+        return;
+      }
       const blob = toOwnedArrayBuffer(sealed);
       reply({ seq: task.seq, ok: true, id, blob, buf: task.buf }, [task.buf, blob]);
     } else {

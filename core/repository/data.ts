@@ -50,6 +50,9 @@ export interface DiskIdentity {
   logicalSectorSize: number;
 }
 
+/** Bytes a chunk buffer holds beyond the chunk size, so that the sealed blob fits in it (header 5 + nonce 12 + tag 16). */
+const SEAL_SLACK = 64;
+
 /** One unit of work: a chunk to read, given as the parts of it that hold data (absolute offsets). */
 interface ChunkWork {
   index: number;
@@ -186,7 +189,8 @@ export class RepositoryData {
     const free: ArrayBuffer[] = [];
 
     const processChunk = async (item: ChunkWork): Promise<void> => {
-      let ab = free.pop() ?? new ArrayBuffer(chunkSize);
+      // Room for the sealed blob too (the worker writes it over the chunk: at most 64 bytes more).
+      let ab = free.pop() ?? new ArrayBuffer(chunkSize + SEAL_SLACK);
       const view = Buffer.from(ab, 0, item.length);
       let covered = 0;
       for (const part of item.parts) covered += part.length;
@@ -201,8 +205,8 @@ export class RepositoryData {
       progress.bytesRead += covered;
       const sealed = await this.workers.seal(ab, item.length);
       ab = sealed.buf;
-      free.push(ab);
       if (sealed.id === null) {
+        free.push(ab);
         setTableEntry(table, item.index, null);
       } else {
         dataChunks++;
@@ -218,8 +222,9 @@ export class RepositoryData {
         }
         if (!known) {
           progress.bytesStored += sealed.blob!.length;
-          packs.add(id, sealed.blob!);
+          packs.add(id, sealed.blob!); // copied into the pack: the buffer can be reused
         }
+        free.push(ab);
         setTableEntry(table, item.index, id);
       }
       options.onProgress?.({ ...progress });

@@ -16,12 +16,16 @@ export type WorkerTask =
   | { op: 'open'; seq: number; name: string; expectId: string | null; blob: ArrayBuffer };
 
 export type WorkerReply =
-  | { seq: number; ok: true; id: string | null; blob: ArrayBuffer | null; buf: ArrayBuffer | null }
+  | { seq: number; ok: true; id: string | null; blob: ArrayBuffer | null; buf: ArrayBuffer | null; blobLength?: number }
   | { seq: number; ok: false; error: string; corrupt: boolean };
 
 export interface SealResult {
   /** Chunk name, or null for an all-zero chunk (recorded, not stored). */
   id: string | null;
+  /**
+   * The sealed blob: usually a view of `buf` (the worker writes it over the chunk when `buf` has
+   * room), so it is valid only until `buf` is reused.
+   */
   blob: Buffer | null;
   /** The input buffer, handed back for reuse. */
   buf: ArrayBuffer;
@@ -84,7 +88,8 @@ export class ChunkWorkers {
   async seal(buf: ArrayBuffer, length: number): Promise<SealResult> {
     const reply = await this.run((seq) => ({ op: 'seal', seq, buf, length }), [buf]);
     if (!reply.ok) throw new StillpointError(`sealing a chunk failed: ${reply.error}`);
-    return { id: reply.id, blob: reply.blob ? Buffer.from(reply.blob) : null, buf: reply.buf! };
+    const blob = reply.blob ? Buffer.from(reply.blob) : reply.blobLength !== undefined ? Buffer.from(reply.buf!, 0, reply.blobLength) : null;
+    return { id: reply.id, blob, buf: reply.buf! };
   }
 
   /** Decrypt and decompress blob `name`; with `expectId`, re-hash and compare (CorruptImageError if not). */
