@@ -46,6 +46,11 @@ port.on('message', (task: WorkerTask) => {
           return;
         }
       }
+      if (task.out && data.byteLength <= task.out.byteLength) {
+        new Uint8Array(task.out).set(data);
+        reply({ seq: task.seq, ok: true, id: task.expectId, blob: null, blobLength: data.byteLength, buf: task.out }, [task.out]);
+        return;
+      }
       const out = toOwnedArrayBuffer(data);
       reply({ seq: task.seq, ok: true, id: task.expectId, blob: out, buf: null }, [out]);
     }

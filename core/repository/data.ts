@@ -72,6 +72,8 @@ export class RepositoryData {
   private workersInstance: ChunkWorkers | null = null;
   /** Where every packed chunk is (format version 2), brought up to date before each disk is stored. */
   readonly packIndex: PackIndex;
+  /** Chunk-sized buffers a restore handed back (`recycle`), for the next chunks read. */
+  private readonly plainPool: ArrayBuffer[] = [];
   /** Chunks being packed by any disk stored in this process -> settles once durable. */
   private readonly pendingChunks = new Map<string, Promise<void>>();
 
@@ -298,7 +300,7 @@ export class RepositoryData {
       }
       try {
         // The blob is bound to the chunk's name (not to the pack), so gc can move it between packs.
-        return await this.workers.open(keys.chunk(id), blob, rehash || !this.keys ? id : null);
+        return await this.workers.open(keys.chunk(id), blob, rehash || !this.keys ? id : null, this.plainPool.pop());
       } catch (error) {
         throw packError(id, at, error);
       }
@@ -312,6 +314,15 @@ export class RepositoryData {
       throw error;
     });
     return this.workers.open(key, blob, rehash || !this.keys ? id : null);
+  }
+
+  /**
+   * Hand back a chunk's data from `readChunk` once it is no longer used (written out), so that its
+   * buffer is filled again instead of a new one being made per chunk.
+   */
+  recycle(data: Buffer): void {
+    const ab = data.buffer;
+    if (ab instanceof ArrayBuffer && data.byteOffset === 0 && ab.byteLength === this.config.chunkSize && this.plainPool.length < 64) this.plainPool.push(ab);
   }
 
   /**

@@ -137,8 +137,10 @@ export async function restoreDisk(repo: Repository, manifest: Manifest, diskId: 
     await repo.data.forEachChunk(record, table, { from: 0, to: record.virtualSize }, async (chunk) => {
       if (chunk.data) {
         const length = chunk.length;
-        const p: Promise<void> = sink.write(chunk.offset, chunk.data).then(() => {
+        const data = chunk.data;
+        const p: Promise<void> = sink.write(chunk.offset, data).then(() => {
           writing.delete(p);
+          repo.data.recycle(data); // written: its buffer takes another chunk
           done += length;
           options.onProgress?.({ disk: diskId, bytesDone: done, bytesTotal: record.virtualSize });
         });

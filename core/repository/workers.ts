@@ -13,7 +13,7 @@ export interface WorkerInit {
 export type WorkerTask =
   | { op: 'keys'; keys: { encKey: Uint8Array; idKey: Uint8Array } | null }
   | { op: 'seal'; seq: number; buf: ArrayBuffer; length: number }
-  | { op: 'open'; seq: number; name: string; expectId: string | null; blob: ArrayBuffer };
+  | { op: 'open'; seq: number; name: string; expectId: string | null; blob: ArrayBuffer; out?: ArrayBuffer };
 
 export type WorkerReply =
   | { seq: number; ok: true; id: string | null; blob: ArrayBuffer | null; buf: ArrayBuffer | null; blobLength?: number }
@@ -92,17 +92,23 @@ export class ChunkWorkers {
     return { id: reply.id, blob, buf: reply.buf! };
   }
 
-  /** Decrypt and decompress blob `name`; with `expectId`, re-hash and compare (CorruptImageError if not). */
-  async open(name: string, blob: Buffer, expectId: string | null): Promise<Buffer> {
+  /**
+   * Decrypt and decompress blob `name`; with `expectId`, re-hash and compare (CorruptImageError if
+   * not). With `out` (transferred), the plaintext is written into it when it fits, and the result
+   * is a view of it: no new buffer crosses to this thread (the caller may hand `out` back later).
+   */
+  async open(name: string, blob: Buffer, expectId: string | null, out?: ArrayBuffer): Promise<Buffer> {
     const ab = blob.byteOffset === 0 && blob.byteLength === blob.buffer.byteLength && blob.buffer instanceof ArrayBuffer
       ? blob.buffer
       : new Uint8Array(blob).buffer;
-    const reply = await this.run((seq) => ({ op: 'open', seq, name, expectId, blob: ab as ArrayBuffer }), [ab as ArrayBuffer]);
+    const transfer = out ? [ab as ArrayBuffer, out] : [ab as ArrayBuffer];
+    const reply = await this.run((seq) => ({ op: 'open', seq, name, expectId, blob: ab as ArrayBuffer, out }), transfer);
     if (!reply.ok) {
       // The worker's message already names the blob and says what to do.
       if (reply.corrupt) throw new CorruptImageError(reply.error);
       throw new StillpointError(reply.error);
     }
+    if (reply.blob === null && reply.buf && reply.blobLength !== undefined) return Buffer.from(reply.buf, 0, reply.blobLength);
     return Buffer.from(reply.blob!);
   }
 
