@@ -109,7 +109,10 @@ export async function verifyRepository(repo: Repository, options: VerifyOptions 
     checked = referenced.size;
   } else {
     await repo.data.packIndex.sync();
-    const sample = [...referenced].filter((c) => percent >= 100 || sampled(c, percent));
+    const all = [...referenced];
+    const sample = all.filter((c) => percent >= 100 || sampled(c, percent));
+    // A sample of a positive share always checks something, however few chunks there are.
+    if (sample.length === 0 && all.length > 0 && percent > 0) sample.push(all[Math.floor(Math.random() * all.length)]);
     await runBounded(sample, repo.data.workers.size * 2 + 2, async (c) => {
       try {
         await repo.data.readChunk(c, true);
