@@ -243,7 +243,7 @@ test('verify: quick finds a missing pack, deep a corrupted chunk in a pack; both
     t.is(sample.mode, 'sample');
     t.true(sample.chunksChecked < sample.chunksReferenced);
     const tiny = await repo.verify({ deep: true, samplePercent: 0.001 });
-    t.is(tiny.chunksChecked, 1, 'a sample of a positive share checks at least one chunk');
+    t.true(tiny.chunksChecked >= 1, 'a sample of a positive share checks at least one chunk');
 
     const error = await t.throwsAsync(() => repo.restoreDisk(b1.id, 'scsi0-0', join(f.dir, 'r.img')));
     t.true(error instanceof CorruptImageError || error instanceof StillpointError);
