@@ -5,23 +5,9 @@
  */
 import test from 'ava';
 import type { Checkpoint } from '../../core/contracts/driver.ts';
-import type { VmFacts } from '../../core/contracts/vm.ts';
 import { VmChangeTracking } from '../../core/engine/change-tracking.ts';
-import { EDITIONS, replayDriver } from './helpers.ts';
+import { CP_ID, EDITIONS, replayDriver, sql01, SQL_ID } from './helpers.ts';
 
-const GB = 1024 ** 3;
-const SQL_ID = '8f3c2a1e-5b7d-4c9a-9e21-3d4f6a7b8c90';
-const CP_ID = 'd7e1b2c3-4a5f-4e6d-9b8c-1a2b3c4d5e6f';
-const base = 'D:\\Hyper-V\\sql01\\Virtual Hard Disks\\';
-const sql01: VmFacts = {
-  id: SQL_ID, name: 'sql01', host: 'HV01', driver: 'hv', clustered: false, configurationVersion: '9.0', generation: 2,
-  guestOs: 'windows', state: 'running', checkpointType: 'production',
-  integration: { vssRequestor: { enabled: true, running: true } },
-  disks: [
-    { id: 'SCSI 0:0', path: `${base}sql01-os.vhdx`, chain: [`${base}sql01-os.vhdx`], volume: 'D:\\', virtualSize: 127 * GB, format: 'vhdx' },
-    { id: 'SCSI 0:1', path: `${base}sql01-data_0A4C1E7B-93D2-4B6F-8E15-2C7D9F3A1B60.avhdx`, chain: [`${base}sql01-data_0A4C1E7B-93D2-4B6F-8E15-2C7D9F3A1B60.avhdx`, `${base}sql01-data.vhdx`], volume: 'D:\\', virtualSize: 256 * GB, format: 'vhdx' },
-  ],
-};
 const checkpoint: Checkpoint = {
   id: CP_ID, name: 'stillpoint-job-20240305-0915-sql01', vmId: SQL_ID, vmName: 'sql01', driver: 'hv', createdAt: '2024-03-05T09:15:42.318Z',
   consistency: 'application', disks: [],

@@ -1,23 +1,7 @@
 import test from 'ava';
-import type { VmFacts } from '../../core/contracts/vm.ts';
 import { NotFoundError, StillpointError } from '../../core/errors.ts';
-import { EDITIONS, replayDriver } from './helpers.ts';
+import { base, CP_ID, EDITIONS, GB, replayDriver, sql01, SQL_ID } from './helpers.ts';
 
-const GB = 1024 ** 3;
-const SQL_ID = '8f3c2a1e-5b7d-4c9a-9e21-3d4f6a7b8c90';
-const CP_ID = 'd7e1b2c3-4a5f-4e6d-9b8c-1a2b3c4d5e6f';
-const base = 'D:\\Hyper-V\\sql01\\Virtual Hard Disks\\';
-
-/** sql01 as the inventory reported it before the checkpoint. */
-const sql01: VmFacts = {
-  id: SQL_ID, name: 'sql01', host: 'HV01', driver: 'hv', clustered: false, configurationVersion: '9.0', generation: 2,
-  guestOs: 'windows', state: 'running', checkpointType: 'production',
-  integration: { vssRequestor: { enabled: true, running: true } },
-  disks: [
-    { id: 'SCSI 0:0', path: `${base}sql01-os.vhdx`, chain: [`${base}sql01-os.vhdx`], volume: 'D:\\', virtualSize: 127 * GB, format: 'vhdx' },
-    { id: 'SCSI 0:1', path: `${base}sql01-data_0A4C1E7B-93D2-4B6F-8E15-2C7D9F3A1B60.avhdx`, chain: [`${base}sql01-data_0A4C1E7B-93D2-4B6F-8E15-2C7D9F3A1B60.avhdx`, `${base}sql01-data.vhdx`], volume: 'D:\\', virtualSize: 256 * GB, format: 'vhdx' },
-  ],
-};
 const request = (policy: 'require' | 'prefer' | 'crash') => ({
   name: 'stillpoint-job-20240305-0915-sql01', kind: policy === 'crash' ? 'standard' as const : 'production' as const,
   productionOnly: policy === 'require', jobId: 'job-20240305-0915',
