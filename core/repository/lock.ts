@@ -4,6 +4,7 @@ import createDebug from 'debug';
 import { StillpointError } from '../errors.ts';
 import { keys, lockSchema, type LockInfo } from './format.ts';
 import type { RetryingStorage } from './storage-util.ts';
+import { processAlive } from '../util/durable.ts';
 
 const debug = createDebug('stillpoint:repository');
 
@@ -92,14 +93,6 @@ export function isStale(lock: LockInfo, staleMs: number): boolean {
   return Date.now() - Date.parse(lock.heartbeatAt) > staleMs;
 }
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * The writer lock as one writing process (one `Repository` instance) holds it: any number of
