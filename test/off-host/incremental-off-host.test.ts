@@ -6,22 +6,16 @@
 import test, { type ExecutionContext } from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Engine } from '../../core/engine/engine.ts';
 import { runJob } from '../../core/engine/pipeline.ts';
-import { Journal } from '../../core/journal/journal.ts';
-import { openRepository, repositoryConfigSchema } from '../../core/repository/index.ts';
-import labPlugin from '../../plugins/lab/index.ts';
 import { LabDriver } from '../../plugins/lab/driver.ts';
 import type { LabFileInput } from '../../plugins/lab/model.ts';
-import type { LabSnapshotProvider } from '../../plugins/lab/snapshot.ts';
 import { readEvents } from '../../plugins/lab/trace.ts';
 import { verifyRawImage } from '../../plugins/lab/verifier.ts';
-import { LocalStorage } from '../../plugins/local/storage.ts';
-import offHostPlugin, { STILLPOINT_BIN } from '../../plugins/off-host/index.ts';
-import vhdxPlugin, { VhdxDisk } from '../../plugins/vhdx/index.ts';
+import { hashFrozenChain, offHostLabRig } from './helpers/lab-rig.ts';
+import { VhdxDisk } from '../../plugins/vhdx/index.ts';
 
 const MiB = 1024 * 1024;
 const VM_ID = 'vm-oh-1';
@@ -48,36 +42,10 @@ async function setup(t: ExecutionContext) {
   try { await disk.write(4 * MiB, randomBytes(12 * MiB)); await disk.flush(); } finally { await disk.close(); }
   await prep.close();
 
-  const engine = new Engine();
-  const context = { configDir: dir, stateDir: join(dir, '.stillpoint-state') };
-  const proxy = { name: 'p1', volumes: ['*'], concurrency: 1, command: [process.execPath, STILLPOINT_BIN, 'proxy', '--listen', 'stdio', '--name', 'p1', '--plugins', 'vhdx,local'] };
-  await engine.use(offHostPlugin(offHostPlugin.optionsSchema.parse({ proxies: [proxy], heartbeatMs: 200, deadAfterMs: 5000 }), context), 'off-host');
-  const labInstance = labPlugin(labPlugin.optionsSchema.parse({}), context);
-  await engine.use(labInstance, 'lab');
-  await engine.use(vhdxPlugin(vhdxPlugin.optionsSchema.parse({}), context), 'vhdx');
-  await engine.start();
-  const driver = engine.driver({ name: 'lab', type: 'lab', options: { dir } }) as LabDriver;
-  const repoConfig = repositoryConfigSchema.parse({ storage: { type: 'local', options: { path: join(dir, 'repository') } }, chunkSize: 65536 });
-  const repo = await openRepository(new LocalStorage(join(dir, 'repository')), repoConfig, { create: true, workers: 1, lock: { waitMs: 120_000 } });
-  const journal = new Journal(context.stateDir);
-  const provider = (labInstance as unknown as { provider: LabSnapshotProvider }).provider;
-  t.teardown(async () => {
-    await engine.close();
-    await repo.close();
-    for (const s of await provider.list().catch(() => [])) await provider.delete(s).catch(() => undefined);
-    await rm(dir, { recursive: true, force: true });
-  });
+  const { engine, driver, repo, repoConfig, journal } = await offHostLabRig(t, dir, { proxyConcurrency: 1, chunkSize: 65536 });
   const frozen: string[] = [];
   engine.hooks.checkpointCreated.tapPromise('test', async (_run, cp) => {
-    const d = cp.disks[0];
-    const source = await engine.reader(d.chain[0]).open(d.chain[0], { parentPaths: d.chain.slice(1) });
-    try {
-      const data = Buffer.alloc(source.virtualSize);
-      await source.read(0, data, data.length, 0);
-      frozen.push(createHash('sha256').update(data).digest('hex'));
-    } finally {
-      await source.close();
-    }
+    frozen.push(await hashFrozenChain(engine, cp.disks[0]));
   });
   return {
     dir, driver, repo, frozen,

@@ -7,24 +7,16 @@
 import test, { type ExecutionContext } from 'ava';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Engine } from '../../core/engine/engine.ts';
 import { runJob, type JobSpec } from '../../core/engine/pipeline.ts';
-import { Journal } from '../../core/journal/journal.ts';
 import { reconcile } from '../../core/journal/reconcile.ts';
-import { openRepository, repositoryConfigSchema } from '../../core/repository/index.ts';
-import labPlugin from '../../plugins/lab/index.ts';
-import type { LabDriver } from '../../plugins/lab/driver.ts';
 import type { LabFileInput } from '../../plugins/lab/model.ts';
-import type { LabSnapshotProvider } from '../../plugins/lab/snapshot.ts';
 import { readEvents, type LabEvent } from '../../plugins/lab/trace.ts';
 import { verifyRawImage } from '../../plugins/lab/verifier.ts';
-import { LocalStorage } from '../../plugins/local/storage.ts';
-import offHostPlugin, { STILLPOINT_BIN } from '../../plugins/off-host/index.ts';
 import type { ProxyPool } from '../../plugins/off-host/pool.ts';
-import vhdxPlugin from '../../plugins/vhdx/index.ts';
+import { hashFrozenChain, offHostLabRig } from './helpers/lab-rig.ts';
 import { makeLoopBtrfs, skipBtrfs, type LoopBtrfs } from './helpers/btrfs-volume.ts';
 
 const MiB = 1024 * 1024;
@@ -45,43 +37,12 @@ function labWith(vms: Array<{ name: string; volume: string }>, volumes: Array<{ 
 async function labSetup(t: ExecutionContext, lab: LabFileInput, options: { chunkSize?: number } = {}) {
   const dir = await mkdtemp(join(tmpdir(), 'stillpoint-lab-offhost-'));
   await writeFile(join(dir, 'lab.json'), JSON.stringify(lab, null, 2));
-  const engine = new Engine();
-  const context = { configDir: dir, stateDir: join(dir, '.stillpoint-state') };
-  const proxy = {
-    name: 'p1', volumes: ['*'], concurrency: 2,
-    command: [process.execPath, STILLPOINT_BIN, 'proxy', '--listen', 'stdio', '--name', 'p1', '--plugins', 'vhdx,local'],
-  };
-  const offHost = offHostPlugin(offHostPlugin.optionsSchema.parse({ proxies: [proxy], heartbeatMs: 200, deadAfterMs: 5000 }), context);
-  await engine.use(offHost, 'off-host');
-  const labInstance = labPlugin(labPlugin.optionsSchema.parse({}), context);
-  await engine.use(labInstance, 'lab');
-  await engine.use(vhdxPlugin(vhdxPlugin.optionsSchema.parse({}), context), 'vhdx');
-  await engine.start();
-  const driver = engine.driver({ name: 'lab', type: 'lab', options: { dir } }) as LabDriver;
-  const repoConfig = repositoryConfigSchema.parse({ storage: { type: 'local', options: { path: join(dir, 'repository') } }, chunkSize: options.chunkSize ?? 1024 * 1024 });
-  const repo = await openRepository(new LocalStorage(join(dir, 'repository')), repoConfig, { create: true, workers: 1, lock: { waitMs: 120_000 } });
-  const journal = new Journal(context.stateDir);
-  const provider = (labInstance as unknown as { provider: LabSnapshotProvider }).provider;
-  t.teardown(async () => {
-    await engine.close();
-    await repo.close();
-    for (const s of await provider.list().catch(() => [])) await provider.delete(s).catch(() => undefined);
-    await rm(dir, { recursive: true, force: true });
-  });
+  const { engine, offHost, driver, repo, repoConfig, journal, provider } = await offHostLabRig(t, dir, { proxyConcurrency: 2, chunkSize: options.chunkSize ?? 1024 * 1024 });
 
   // The frozen chain of every disk as it is when its checkpoint exists: what the backup must hold.
   const atCheckpoint = new Map<string, string>();
   engine.hooks.checkpointCreated.tapPromise('test', async (run, cp) => {
-    for (const d of cp.disks) {
-      const source = await engine.reader(d.chain[0]).open(d.chain[0], { parentPaths: d.chain.slice(1) });
-      try {
-        const data = Buffer.alloc(source.virtualSize);
-        await source.read(0, data, data.length, 0);
-        atCheckpoint.set(`${run.vm.name}/${d.diskId}`, createHash('sha256').update(data).digest('hex'));
-      } finally {
-        await source.close();
-      }
-    }
+    for (const d of cp.disks) atCheckpoint.set(`${run.vm.name}/${d.diskId}`, await hashFrozenChain(engine, d));
   });
 
   return {
