@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 export const CLI = fileURLToPath(new URL('../../core/cli/stillpoint.js', import.meta.url));
@@ -22,4 +23,14 @@ export function stillpoint(args: string[], options: { cwd: string; env?: NodeJS.
     child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
     options.onSpawn?.(child);
   });
+}
+
+/** Wait until `file` exists (a test plugin's signal that a step was reached), at most `ms`. */
+export async function waitFor(file: string, ms: number): Promise<boolean> {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    if (existsSync(file)) return true;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  return false;
 }

@@ -9,18 +9,9 @@ import test from 'ava';
 import { Journal } from '../../core/journal/journal.ts';
 import { Session } from '../../core/session.ts';
 import { tempDir } from '../core/helpers.ts';
-import { stillpoint } from './run-cli.ts';
+import { stillpoint, waitFor } from './run-cli.ts';
 
 const PAUSER = fileURLToPath(new URL('../fixtures/plugins/pauser/index.ts', import.meta.url));
-
-async function waitFor(file: string, ms: number): Promise<boolean> {
-  const until = Date.now() + ms;
-  while (Date.now() < until) {
-    if (existsSync(file)) return true;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  return false;
-}
 
 async function leftCheckpoints(dir: string, config: string): Promise<string[]> {
   const session = await Session.open({ cwd: dir, configPath: config, env: process.env });

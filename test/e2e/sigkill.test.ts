@@ -10,7 +10,7 @@ import test from 'ava';
 import { FileHost, optionsSchema, writeHost } from '../fixtures/plugins/filehost/index.ts';
 import { Journal } from '../../core/journal/journal.ts';
 import { tempDir } from '../core/helpers.ts';
-import { FILEHOST, stillpoint } from './run-cli.ts';
+import { FILEHOST, stillpoint, waitFor } from './run-cli.ts';
 
 function writeConfig(dir: string): string {
   const file = join(dir, 'stillpoint.config.json');
@@ -21,15 +21,6 @@ function writeConfig(dir: string): string {
     jobs: [{ name: 'nightly', vms: ['*'], mode: 'offHost', consistency: 'require' }],
   }));
   return file;
-}
-
-async function waitFor(file: string, ms: number): Promise<boolean> {
-  const until = Date.now() + ms;
-  while (Date.now() < until) {
-    if (existsSync(file)) return true;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  return false;
 }
 
 const steps: Array<{ step: string; left: (h: FileHost) => string[] }> = [
