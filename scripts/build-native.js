@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const crates = ['plugins/vhdx/native'];
+const crates = ['core/native', 'plugins/vhdx/native'];
 for (const crate of crates) {
   const dir = join(root, crate);
   if (!existsSync(join(dir, 'Cargo.toml'))) continue;

@@ -27,18 +27,17 @@ port.on('message', (task: WorkerTask) => {
       }
       const id = chunkId(data, keys);
       // The blob's name is its storage key, `chunks/<xx>/<id>` (format.ts `keys.chunk`; not imported, to keep the worker light).
-      const sealed = codec.seal(`chunks/${id.slice(0, 2)}/${id}`, data);
-      if (sealed.byteLength <= task.buf.byteLength) {
-        // Over the chunk (no longer needed) in the buffer that goes back anyway: no new buffer
-        // crosses to the main thread per chunk, so its garbage collector has little to do.
-        new Uint8Array(task.buf).set(sealed);
+      // Written over the chunk (no longer needed) in the buffer that goes back anyway: no new
+      // buffer crosses to the main thread per chunk, so its garbage collector has little to do.
+      const sealed = codec.seal(`chunks/${id.slice(0, 2)}/${id}`, data, new Uint8Array(task.buf));
+      if (sealed.buffer === task.buf) {
         reply({ seq: task.seq, ok: true, id, blob: null, blobLength: sealed.byteLength, buf: task.buf }, [task.buf]);
         return;
       }
       const blob = toOwnedArrayBuffer(sealed);
       reply({ seq: task.seq, ok: true, id, blob, buf: task.buf }, [task.buf, blob]);
     } else {
-      const data = codec.open(task.name, new Uint8Array(task.blob));
+      const data = codec.open(task.name, new Uint8Array(task.blob), task.out ? new Uint8Array(task.out) : undefined);
       if (task.expectId !== null) {
         const id = chunkId(data, keys);
         if (id !== task.expectId) {
@@ -46,8 +45,7 @@ port.on('message', (task: WorkerTask) => {
           return;
         }
       }
-      if (task.out && data.byteLength <= task.out.byteLength) {
-        new Uint8Array(task.out).set(data);
+      if (task.out && data.buffer === task.out) {
         reply({ seq: task.seq, ok: true, id: task.expectId, blob: null, blobLength: data.byteLength, buf: task.out }, [task.out]);
         return;
       }

@@ -1,5 +1,6 @@
 import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
-import { Compressor, Decompressor } from 'zstd-napi';
+// The binding is zstd-napi's documented low-level API (binding.d.ts).
+import zstd from 'zstd-napi/binding.js';
 import { CorruptImageError } from '../errors.ts';
 
 /**
@@ -43,40 +44,65 @@ export function isAllZero(data: Uint8Array): boolean {
   return Buffer.compare(data, zeros.subarray(0, data.byteLength)) === 0;
 }
 
+/** Bytes a sealed blob may have beyond its plaintext: header 5 + nonce 12 + tag 16 (+ room). */
+export const SEAL_OVERHEAD = 64;
+/** No blob holds more than this (chunks are at most a few MiB, tables a few hundred). */
+const MAX_PLAINTEXT = 2 ** 30;
+
 export class BlobCodec {
-  private readonly compressor = new Compressor();
-  private readonly decompressor = new Decompressor();
+  // The low-level binding: compress into and decompress into buffers we own and reuse, instead of
+  // a fresh allocation per chunk (each one costs page faults and garbage collection).
+  private readonly cctx = new zstd.CCtx();
+  private readonly dctx = new zstd.DCtx();
+  private scratch = Buffer.alloc(0);
   constructor(private readonly options: CodecOptions) {
-    this.compressor.setParameters({ compressionLevel: options.compressionLevel });
+    this.cctx.setParameter(zstd.CParameter.compressionLevel, options.compressionLevel);
   }
 
   get encrypted(): boolean {
     return this.options.keys !== null;
   }
 
-  /** Turn plaintext into a stored blob named `name` (the name is bound into the encryption). */
-  seal(name: string, data: Uint8Array): Buffer {
+  /**
+   * Turn plaintext into a stored blob named `name` (the name is bound into the encryption).
+   * With `into` (at least `data.length + SEAL_OVERHEAD` bytes, and it may be the buffer `data`
+   * lies in), the blob is written there and the result is a view of it.
+   */
+  seal(name: string, data: Uint8Array, into?: Uint8Array): Buffer {
     let flags = 0;
     let payload: Uint8Array = data;
     if (data.byteLength > 0 && !this.looksIncompressible(data)) {
-      const compressed = this.compressor.compress(data);
-      if (compressed.byteLength < data.byteLength) {
-        payload = compressed;
+      const bound = zstd.compressBound(data.byteLength);
+      if (this.scratch.length < bound) this.scratch = Buffer.allocUnsafe(bound);
+      const n = this.cctx.compress2(this.scratch, data);
+      if (n < data.byteLength) {
+        payload = this.scratch.subarray(0, n);
         flags |= FLAG_ZSTD;
       }
     }
     const keys = this.options.keys;
+    const out = into && into.byteLength >= data.byteLength + SEAL_OVERHEAD
+      ? Buffer.from(into.buffer, into.byteOffset, into.byteLength)
+      : Buffer.allocUnsafe(payload.byteLength + SEAL_OVERHEAD);
     if (!keys) {
-      return Buffer.concat([header(flags), payload]);
+      // Move first (payload may lie in `out`, just after where the header goes), then the header.
+      out.set(payload, 5);
+      writeHeader(out, flags);
+      return out.subarray(0, 5 + payload.byteLength);
     }
     flags |= FLAG_ENCRYPTED;
-    const head = header(flags);
     const nonce = randomBytes(12);
     const cipher = createCipheriv('aes-256-gcm', keys.encKey, nonce);
+    const head = writeHeader(Buffer.allocUnsafe(5), flags);
     cipher.setAAD(Buffer.concat([head, Buffer.from(name, 'utf8')]));
+    // Encrypted into a new buffer first: the payload may lie in `out`.
     const body = cipher.update(payload);
-    const rest = cipher.final();
-    return Buffer.concat([head, nonce, body, rest, cipher.getAuthTag()]);
+    cipher.final();
+    head.copy(out, 0);
+    nonce.copy(out, 5);
+    body.copy(out, 17);
+    cipher.getAuthTag().copy(out, 17 + body.length);
+    return out.subarray(0, 17 + body.length + 16);
   }
 
   /**
@@ -87,12 +113,16 @@ export class BlobCodec {
     const SAMPLE = 64 * 1024;
     if (data.byteLength < 4 * SAMPLE) return false;
     const start = (data.byteLength >>> 1) - (SAMPLE >>> 1);
-    const sample = data.subarray(start, start + SAMPLE);
-    return this.compressor.compress(sample).byteLength > SAMPLE * 0.97;
+    const bound = zstd.compressBound(SAMPLE);
+    if (this.scratch.length < bound) this.scratch = Buffer.allocUnsafe(Math.max(bound, zstd.compressBound(data.byteLength)));
+    return this.cctx.compress2(this.scratch, data.subarray(start, start + SAMPLE)) > SAMPLE * 0.97;
   }
 
-  /** Turn a stored blob back into plaintext; a damaged blob throws CorruptImageError naming it. */
-  open(name: string, blob: Uint8Array): Buffer {
+  /**
+   * Turn a stored blob back into plaintext; a damaged blob throws CorruptImageError naming it.
+   * With `into`, plaintext that fits is written there and the result is a view of it.
+   */
+  open(name: string, blob: Uint8Array, into?: Uint8Array): Buffer {
     const buf = Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength);
     if (buf.length < 5 || !buf.subarray(0, 3).equals(BLOB_MAGIC)) {
       throw new CorruptImageError('not a Stillpoint blob (bad magic)', { where: name, hint: 'run `stillpoint verify --deep`' });
@@ -112,7 +142,9 @@ export class BlobCodec {
       decipher.setAAD(Buffer.concat([buf.subarray(0, 5), Buffer.from(name, 'utf8')]));
       decipher.setAuthTag(tag);
       try {
-        payload = Buffer.concat([decipher.update(payload.subarray(12, payload.length - 16)), decipher.final()]);
+        const plain = decipher.update(payload.subarray(12, payload.length - 16));
+        const rest = decipher.final(); // empty for GCM; throws when the tag does not match
+        payload = rest.length ? Buffer.concat([plain, rest]) : plain;
       } catch (cause) {
         throw new CorruptImageError('blob fails authentication (damaged, or from another repository)', {
           where: name,
@@ -125,15 +157,33 @@ export class BlobCodec {
     }
     if (flags & FLAG_ZSTD) {
       try {
-        payload = this.decompressor.decompress(payload);
+        const size = zstd.getFrameContentSize(payload);
+        if (size !== null && size > MAX_PLAINTEXT) throw new Error(`the frame says it holds ${size} bytes`);
+        if (into && size !== null && size <= into.byteLength) {
+          const target = Buffer.from(into.buffer, into.byteOffset, into.byteLength);
+          const n = this.dctx.decompress(target, payload);
+          return target.subarray(0, n);
+        }
+        const out = Buffer.allocUnsafe(size ?? 0);
+        const n = size === null ? -1 : this.dctx.decompress(out, payload);
+        if (n < 0) throw new Error('the frame does not state its size');
+        return out.subarray(0, n);
       } catch (cause) {
         throw new CorruptImageError('blob does not decompress', { where: name, cause });
       }
+    }
+    if (into && payload.length <= into.byteLength) {
+      const target = Buffer.from(into.buffer, into.byteOffset, into.byteLength);
+      payload.copy(target, 0);
+      return target.subarray(0, payload.length);
     }
     return payload;
   }
 }
 
-function header(flags: number): Buffer {
-  return Buffer.from([BLOB_MAGIC[0], BLOB_MAGIC[1], BLOB_MAGIC[2], BLOB_VERSION, flags]);
+function writeHeader(out: Buffer, flags: number): Buffer {
+  BLOB_MAGIC.copy(out, 0);
+  out[3] = BLOB_VERSION;
+  out[4] = flags;
+  return out;
 }

@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, opendir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, opendir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import createDebug from 'debug';
 import type { StorageTarget } from '../../core/contracts/storage.ts';
 import { NotFoundError } from '../../core/errors.ts';
+import { openDirectFile } from '../../core/util/direct-io.ts';
 import { syncDir } from '../../core/util/durable.ts';
 import { assertValidKey, assertValidPrefix, storageError } from '../../core/repository/storage-util.ts';
 
@@ -11,11 +12,14 @@ const debug = createDebug('stillpoint:local');
 
 /** Temporary files carry `~`, which no key may contain, so `list` never shows them. */
 const TMP_MARK = '~tmp~';
+/** Objects at least this large (pack files) are written around the page cache (core/util/direct-io.ts). */
+const DIRECT_MIN = 1024 * 1024;
 
 /**
  * A storage target on a local (or mounted) filesystem. Each key is a file under `root`.
  * `put` writes a temporary file in the same directory, fsyncs it, renames it over the key and
  * fsyncs the directory, so it is atomic and durable. Files are created mode 0600, directories 0700.
+ * Large objects are written with direct I/O where the filesystem allows it.
  */
 export class LocalStorage implements StorageTarget {
   readonly name: string;
@@ -36,10 +40,16 @@ export class LocalStorage implements StorageTarget {
     await this.ensureDir(dir);
     const tmp = `${path}${TMP_MARK}${randomBytes(6).toString('hex')}`;
     try {
-      const handle = await open(tmp, 'wx', 0o600);
+      // Large objects (packs) go around the page cache: written once, read back rarely.
+      const direct = data.length >= DIRECT_MIN ? await openDirectFile(tmp, { exclusive: true, mode: 0o600 }) : null;
+      const handle = direct ?? (await open(tmp, 'wx', 0o600));
       try {
-        let done = 0;
-        while (done < data.length) done += (await handle.write(data, done, data.length - done)).bytesWritten;
+        if (direct) {
+          await direct.write(0, data);
+        } else {
+          let done = 0;
+          while (done < data.length) done += (await (handle as FileHandle).write(data, done, data.length - done)).bytesWritten;
+        }
         await handle.sync();
       } finally {
         await handle.close();

@@ -1,0 +1,349 @@
+//! Stillpoint's direct-I/O file writer, standard library only, with a C ABI for ffi-rs.
+//!
+//! Large sequential writes (pack files, restored disks) go around the page cache with
+//! `O_DIRECT`: the kernel neither copies them into cache pages nor throttles the writer while it
+//! flushes them, so a backup or a restore spends its CPU on hashing, compression and encryption.
+//! The caller's bytes are copied into a page-aligned scratch buffer (O_DIRECT needs aligned
+//! memory, offsets and lengths); the unaligned tail of a write goes through a second, ordinary
+//! descriptor. Where the filesystem refuses O_DIRECT (tmpfs, some FUSE), every write is ordinary.
+//!
+//! Every exported function returns an `i64`: >= 0 on success, or `-errno` (an OS error, e.g.
+//! -28 for ENOSPC) with a NUL-terminated UTF-8 message in the caller's `err` buffer. Errors that
+//! are not the OS's are -22 (EINVAL). Panics never cross the ABI.
+use std::collections::HashMap;
+use std::ffi::{c_char, CStr};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Alignment of memory, offsets and lengths for O_DIRECT (covers 512-byte and 4 KiB devices).
+pub const ALIGN: usize = 4096;
+/// Size of one scratch buffer: a write is copied and written in pieces of at most this much.
+pub const SCRATCH: usize = 8 << 20;
+
+#[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "x86", target_arch = "riscv64", target_arch = "s390x")))]
+const O_DIRECT: i32 = 0o40000;
+#[cfg(all(target_os = "linux", any(target_arch = "aarch64", target_arch = "arm", target_arch = "powerpc64")))]
+const O_DIRECT: i32 = 0o200000;
+#[cfg(not(target_os = "linux"))]
+const O_DIRECT: i32 = 0;
+const EINVAL: i32 = 22;
+
+/// A page-aligned heap buffer.
+struct Aligned {
+    ptr: *mut u8,
+    len: usize,
+}
+// SAFETY: the buffer is owned memory, used by one thread at a time (taken from the pool).
+unsafe impl Send for Aligned {}
+
+impl Aligned {
+    fn new(len: usize) -> Aligned {
+        let layout = std::alloc::Layout::from_size_align(len, ALIGN).expect("layout");
+        // SAFETY: non-zero size, valid alignment.
+        let ptr = unsafe { std::alloc::alloc(layout) };
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Aligned { ptr, len }
+    }
+    fn slice(&mut self, n: usize) -> &mut [u8] {
+        // SAFETY: n <= len, the memory is ours.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, n.min(self.len)) }
+    }
+}
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        // SAFETY: allocated with this layout in `new`.
+        unsafe { std::alloc::dealloc(self.ptr, std::alloc::Layout::from_size_align(self.len, ALIGN).unwrap()) }
+    }
+}
+
+/// Scratch buffers kept for reuse: touching new memory for every write costs page faults.
+fn pool() -> &'static Mutex<Vec<Aligned>> {
+    static P: OnceLock<Mutex<Vec<Aligned>>> = OnceLock::new();
+    P.get_or_init(|| Mutex::new(Vec::new()))
+}
+fn take_scratch() -> Aligned {
+    pool().lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_else(|| Aligned::new(SCRATCH))
+}
+fn give_scratch(b: Aligned) {
+    let mut p = pool().lock().unwrap_or_else(|p| p.into_inner());
+    if p.len() < 8 {
+        p.push(b);
+    }
+}
+
+/// An open file: the ordinary descriptor, and the O_DIRECT one while the filesystem takes it.
+pub struct Writer {
+    plain: File,
+    direct: Option<File>,
+    direct_ok: AtomicBool,
+}
+
+#[derive(Debug)]
+pub struct Error {
+    pub errno: i32,
+    pub msg: String,
+}
+impl Error {
+    fn os(e: io::Error, what: &str) -> Error {
+        Error { errno: e.raw_os_error().unwrap_or(EINVAL), msg: format!("{what}: {e}") }
+    }
+    fn invalid(msg: impl Into<String>) -> Error {
+        Error { errno: EINVAL, msg: msg.into() }
+    }
+}
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// flags: 1 create (fails if the file exists), 2 create or truncate; neither: open an existing file.
+pub const CREATE_NEW: i32 = 1;
+pub const TRUNCATE: i32 = 2;
+/// flags: 4 never use O_DIRECT.
+pub const NO_DIRECT: i32 = 4;
+
+impl Writer {
+    pub fn open(path: &str, flags: i32, mode: u32) -> Result<Writer> {
+        let mut o = OpenOptions::new();
+        o.write(true).mode(mode);
+        if flags & CREATE_NEW != 0 {
+            o.create_new(true);
+        } else if flags & TRUNCATE != 0 {
+            o.create(true).truncate(true);
+        }
+        let plain = o.open(path).map_err(|e| Error::os(e, &format!("cannot open {path} for writing")))?;
+        let direct = if flags & NO_DIRECT != 0 || O_DIRECT == 0 {
+            None
+        } else {
+            // The file exists now: a second descriptor, with O_DIRECT when the filesystem allows it.
+            OpenOptions::new().write(true).custom_flags(O_DIRECT).open(path).ok()
+        };
+        let ok = direct.is_some();
+        Ok(Writer { plain, direct, direct_ok: AtomicBool::new(ok) })
+    }
+
+    pub fn is_direct(&self) -> bool {
+        self.direct_ok.load(Ordering::Relaxed)
+    }
+
+    /// Write all of `data` at `offset`.
+    pub fn write_at(&self, data: &[u8], offset: u64) -> Result<()> {
+        let mut done = 0usize;
+        if self.is_direct() && offset % ALIGN as u64 == 0 {
+            let aligned = data.len() / ALIGN * ALIGN;
+            let mut scratch = take_scratch();
+            let r = self.write_direct(&mut scratch, &data[..aligned], offset);
+            give_scratch(scratch);
+            match r {
+                Ok(()) => done = aligned,
+                Err(e) if e.errno == EINVAL => {
+                    // The filesystem took the O_DIRECT open but not the write: ordinary writes from now on.
+                    self.direct_ok.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        write_all_at(&self.plain, &data[done..], offset + done as u64)
+    }
+
+    fn write_direct(&self, scratch: &mut Aligned, data: &[u8], offset: u64) -> Result<()> {
+        let f = self.direct.as_ref().expect("direct descriptor");
+        let mut at = 0usize;
+        while at < data.len() {
+            let n = (data.len() - at).min(SCRATCH);
+            let s = scratch.slice(n);
+            s.copy_from_slice(&data[at..at + n]);
+            write_all_at(f, s, offset + at as u64)?;
+            at += n;
+        }
+        Ok(())
+    }
+
+    pub fn set_len(&self, len: u64) -> Result<()> {
+        self.plain.set_len(len).map_err(|e| Error::os(e, "cannot set the file's length"))
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        self.plain.sync_all().map_err(|e| Error::os(e, "cannot flush the file to stable storage (fsync)"))
+    }
+}
+
+fn write_all_at(f: &File, mut buf: &[u8], mut offset: u64) -> Result<()> {
+    while !buf.is_empty() {
+        match f.write_at(buf, offset) {
+            Ok(0) => return Err(Error { errno: 5, msg: "write returned 0 bytes".into() }),
+            Ok(n) => {
+                buf = &buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::os(e, &format!("write of {} bytes at offset {offset} failed", buf.len()))),
+        }
+    }
+    Ok(())
+}
+
+// ---- C ABI ---------------------------------------------------------------------------------
+
+fn handles() -> &'static Mutex<HashMap<i64, Arc<Writer>>> {
+    static H: OnceLock<Mutex<HashMap<i64, Arc<Writer>>>> = OnceLock::new();
+    H.get_or_init(|| Mutex::new(HashMap::new()))
+}
+static NEXT: AtomicI64 = AtomicI64::new(1);
+
+fn get(h: i64) -> Result<Arc<Writer>> {
+    handles()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&h)
+        .cloned()
+        .ok_or_else(|| Error::invalid(format!("file handle {h} is not open (closed already?)")))
+}
+
+fn write_err(err: *mut u8, errlen: i64, msg: &str) {
+    if err.is_null() || errlen <= 0 {
+        return;
+    }
+    let b = msg.as_bytes();
+    let n = b.len().min(errlen as usize - 1);
+    // SAFETY: the caller passes a buffer of errlen bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(b.as_ptr(), err, n);
+        *err.add(n) = 0;
+    }
+}
+
+fn guard(err: *mut u8, errlen: i64, f: impl FnOnce() -> Result<i64>) -> i64 {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            write_err(err, errlen, &e.msg);
+            -(e.errno as i64)
+        }
+        Err(_) => {
+            write_err(err, errlen, "internal error in the direct-I/O library (a bug; please report it)");
+            -(EINVAL as i64)
+        }
+    }
+}
+
+/// Open `path` for writing (flags: CREATE_NEW | TRUNCATE | NO_DIRECT); returns a handle.
+#[no_mangle]
+pub extern "C" fn stillpoint_io_open(path: *const c_char, flags: i32, mode: i32, err: *mut u8, errlen: i64) -> i64 {
+    guard(err, errlen, || {
+        if path.is_null() {
+            return Err(Error::invalid("path is missing"));
+        }
+        // SAFETY: ffi-rs passes NUL-terminated strings.
+        let path = unsafe { CStr::from_ptr(path) }.to_string_lossy().into_owned();
+        let w = Writer::open(&path, flags, mode as u32)?;
+        let h = NEXT.fetch_add(1, Ordering::Relaxed);
+        handles().lock().unwrap_or_else(|p| p.into_inner()).insert(h, Arc::new(w));
+        Ok(h)
+    })
+}
+
+/// Write `len` bytes of `buf` (from `bufoff`) at file offset `off`; returns `len`.
+#[no_mangle]
+pub extern "C" fn stillpoint_io_write(h: i64, off: i64, buf: *const u8, buflen: i64, bufoff: i64, len: i64, err: *mut u8, errlen: i64) -> i64 {
+    guard(err, errlen, || {
+        if off < 0 || buflen < 0 || bufoff < 0 || len < 0 || bufoff.checked_add(len).map_or(true, |e| e > buflen) {
+            return Err(Error::invalid(format!("buffer range [{bufoff}, {bufoff}+{len}) does not fit a buffer of {buflen} bytes")));
+        }
+        if len == 0 {
+            return Ok(0);
+        }
+        if buf.is_null() {
+            return Err(Error::invalid("buffer pointer is null"));
+        }
+        // SAFETY: the caller keeps buflen bytes at buf alive during the call.
+        let data = unsafe { std::slice::from_raw_parts(buf.add(bufoff as usize), len as usize) };
+        get(h)?.write_at(data, off as u64)?;
+        Ok(len)
+    })
+}
+
+/// Set the file's length.
+#[no_mangle]
+pub extern "C" fn stillpoint_io_set_len(h: i64, len: i64, err: *mut u8, errlen: i64) -> i64 {
+    guard(err, errlen, || {
+        if len < 0 {
+            return Err(Error::invalid("negative length"));
+        }
+        get(h)?.set_len(len as u64)?;
+        Ok(0)
+    })
+}
+
+/// fsync.
+#[no_mangle]
+pub extern "C" fn stillpoint_io_sync(h: i64, err: *mut u8, errlen: i64) -> i64 {
+    guard(err, errlen, || {
+        get(h)?.sync()?;
+        Ok(0)
+    })
+}
+
+/// 1 while writes go around the page cache, 0 when they are ordinary.
+#[no_mangle]
+pub extern "C" fn stillpoint_io_is_direct(h: i64, err: *mut u8, errlen: i64) -> i64 {
+    guard(err, errlen, || Ok(get(h)?.is_direct() as i64))
+}
+
+/// Close the handle (the descriptors close once no call uses them).
+#[no_mangle]
+pub extern "C" fn stillpoint_io_close(h: i64, err: *mut u8, errlen: i64) -> i64 {
+    guard(err, errlen, || {
+        handles()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&h)
+            .map(|_| 0)
+            .ok_or_else(|| Error::invalid(format!("file handle {h} is not open (closed already?)")))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> String {
+        let dir = std::env::temp_dir().join(format!("stillpoint-io-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        dir.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn writes_aligned_unaligned_and_tail() {
+        let path = tmp("mixed");
+        let w = Writer::open(&path, CREATE_NEW, 0o600).unwrap();
+        let a: Vec<u8> = (0..(3 * ALIGN + 100)).map(|i| (i % 251) as u8).collect();
+        w.write_at(&a, 0).unwrap();
+        let b: Vec<u8> = (0..5000).map(|i| (i % 13) as u8).collect();
+        w.write_at(&b, 7).unwrap(); // unaligned offset: ordinary write
+        let c = vec![9u8; SCRATCH + ALIGN + 1]; // more than one scratch buffer
+        w.write_at(&c, 4 * ALIGN as u64).unwrap();
+        w.sync().unwrap();
+        drop(w);
+        let got = std::fs::read(&path).unwrap();
+        let mut want = a.clone();
+        want[7..7 + 5000].copy_from_slice(&b);
+        want.resize(4 * ALIGN, 0);
+        want.extend_from_slice(&c);
+        assert_eq!(got.len(), want.len());
+        assert!(got == want);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn create_new_refuses_existing() {
+        let path = tmp("exists");
+        std::fs::write(&path, b"x").unwrap();
+        let e = Writer::open(&path, CREATE_NEW, 0o600).err().unwrap();
+        assert_eq!(e.errno, 17);
+        std::fs::remove_file(&path).unwrap();
+    }
+}

@@ -1,0 +1,109 @@
+/**
+ * Large sequential writes around the page cache (O_DIRECT), through the native library in
+ * core/native (Rust, C ABI, loaded with ffi-rs; calls run on libuv's thread pool).
+ *
+ * Pack files and restored disks are written once and not read back soon: copying them into page
+ * cache pages costs the kernel as much CPU as hashing them, and once the cache holds gigabytes of
+ * dirty pages the writer is throttled. Direct writes cost neither. `openDirectFile` returns null
+ * when the native library is not built (or STILLPOINT_DIRECT_IO=0): callers then write through
+ * node:fs as before. Errors carry the OS's `code` (ENOSPC, EIO, EACCES…) like node:fs errors.
+ */
+import { existsSync } from 'node:fs';
+import { constants } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import createDebug from 'debug';
+import { DataType, load, open } from 'ffi-rs';
+
+const debug = createDebug('stillpoint:io');
+const LIB = 'stillpoint_io';
+const ERR_LEN = 1024;
+const CREATE_NEW = 1;
+const TRUNCATE = 2;
+
+const errnoNames = new Map<number, string>(Object.entries(constants.errno).map(([name, n]) => [n, name]));
+
+let state: 'unloaded' | 'loaded' | 'missing' = 'unloaded';
+
+function ensureLoaded(): boolean {
+  if (state !== 'unloaded') return state === 'loaded';
+  if (process.env.STILLPOINT_DIRECT_IO === '0') {
+    state = 'missing';
+    return false;
+  }
+  const path = fileURLToPath(new URL('../native/target/release/libstillpoint_io.so', import.meta.url));
+  if (!existsSync(path)) {
+    debug('direct I/O library not built (%s): ordinary writes', path);
+    state = 'missing';
+    return false;
+  }
+  open({ library: LIB, path });
+  state = 'loaded';
+  return true;
+}
+
+type Param = { type: DataType; value: unknown };
+
+async function call(fn: string, params: Param[], path: string): Promise<number> {
+  const err = Buffer.alloc(ERR_LEN);
+  const all: Param[] = [...params, { type: DataType.U8Array, value: err }, { type: DataType.I64, value: ERR_LEN }];
+  const r = (await load({
+    library: LIB,
+    funcName: `stillpoint_io_${fn}`,
+    retType: DataType.I64,
+    paramsType: all.map((p) => p.type),
+    paramsValue: all.map((p) => p.value),
+    runInNewThread: true,
+  })) as number;
+  if (r < 0) {
+    const end = err.indexOf(0);
+    const message = err.subarray(0, end < 0 ? err.length : end).toString('utf8');
+    const error = new Error(`${message} (${path})`) as NodeJS.ErrnoException;
+    error.code = errnoNames.get(-r) ?? `E${-r}`;
+    error.errno = r;
+    error.path = path;
+    throw error;
+  }
+  return r;
+}
+
+const i64 = (value: number): Param => ({ type: DataType.I64, value });
+const i32 = (value: number): Param => ({ type: DataType.I32, value });
+
+export interface DirectFile {
+  /** True while writes go around the page cache (false where the filesystem refuses O_DIRECT). */
+  readonly direct: boolean;
+  /** Write all of `data` at `offset` (offsets that are multiples of 4 KiB go around the cache). */
+  write(offset: number, data: Buffer): Promise<void>;
+  truncate(length: number): Promise<void>;
+  /** fsync. */
+  sync(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * Open `path` for direct writes: `exclusive` creates it and fails if it exists (like 'wx'),
+ * otherwise it is created or truncated (like 'w'). Null when direct I/O is not available here.
+ */
+export async function openDirectFile(path: string, options: { exclusive?: boolean; mode?: number } = {}): Promise<DirectFile | null> {
+  if (!ensureLoaded()) return null;
+  const h = await call('open', [{ type: DataType.String, value: path }, i32(options.exclusive ? CREATE_NEW : TRUNCATE), i32(options.mode ?? 0o600)], path);
+  const direct = (await call('is_direct', [i64(h)], path)) === 1;
+  let closed = false;
+  return {
+    direct,
+    async write(offset, data) {
+      await call('write', [i64(h), i64(offset), { type: DataType.U8Array, value: data }, i64(data.length), i64(0), i64(data.length)], path);
+    },
+    async truncate(length) {
+      await call('set_len', [i64(h), i64(length)], path);
+    },
+    async sync() {
+      await call('sync', [i64(h)], path);
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await call('close', [i64(h)], path);
+    },
+  };
+}
