@@ -5,7 +5,8 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { BlobCodec, chunkId, isAllZero, type RepositoryKeys } from './codec.ts';
-import type { WorkerInit, WorkerReply, WorkerTask } from './workers.ts';
+import { CorruptImageError } from '../errors.ts';
+import type { RunResult, WorkerInit, WorkerReply, WorkerTask } from './workers.ts';
 
 const init = workerData as WorkerInit;
 let keys: RepositoryKeys | null = null;
@@ -36,15 +37,26 @@ port.on('message', (task: WorkerTask) => {
       }
       const blob = toOwnedArrayBuffer(sealed);
       reply({ seq: task.seq, ok: true, id, blob, buf: task.buf }, [task.buf, blob]);
+    } else if (task.op === 'openRun') {
+      const results: RunResult[] = [];
+      const transfer: ArrayBuffer[] = [];
+      task.items.forEach((item, i) => {
+        const out = task.outs[i];
+        try {
+          const data = codec.open(item.name, new Uint8Array(task.blob, item.offset, item.length), out ? new Uint8Array(out) : undefined);
+          checkId(item.name, data, item.expectId);
+          const buf = data.buffer === out ? out : toOwnedArrayBuffer(data);
+          results.push({ ok: true, buf, length: data.byteLength });
+          transfer.push(buf);
+        } catch (error) {
+          const e = error as Error;
+          results.push({ ok: false, error: e.message, corrupt: e.name === 'CorruptImageError' });
+        }
+      });
+      reply({ seq: task.seq, ok: true, run: results }, transfer);
     } else {
       const data = codec.open(task.name, new Uint8Array(task.blob), task.out ? new Uint8Array(task.out) : undefined);
-      if (task.expectId !== null) {
-        const id = chunkId(data, keys);
-        if (id !== task.expectId) {
-          reply({ seq: task.seq, ok: false, error: `${task.name}: content hash is ${id.slice(0, 16)}…, not the chunk's name. run \`stillpoint verify --deep\` to list every damaged restore point`, corrupt: true });
-          return;
-        }
-      }
+      checkId(task.name, data, task.expectId);
       if (task.out && data.buffer === task.out) {
         reply({ seq: task.seq, ok: true, id: task.expectId, blob: null, blobLength: data.byteLength, buf: task.out }, [task.out]);
         return;
@@ -57,6 +69,15 @@ port.on('message', (task: WorkerTask) => {
     reply({ seq: task.seq, ok: false, error: e.message, corrupt: e.name === 'CorruptImageError' });
   }
 });
+
+/** With `expectId`, the plaintext must hash to the chunk's name. */
+function checkId(name: string, data: Uint8Array, expectId: string | null): void {
+  if (expectId === null) return;
+  const id = chunkId(data, keys);
+  if (id !== expectId) {
+    throw new CorruptImageError(`${name}: content hash is ${id.slice(0, 16)}…, not the chunk's name`, { hint: 'run `stillpoint verify --deep` to list every damaged restore point' });
+  }
+}
 
 function reply(message: WorkerReply, transfer: ArrayBuffer[] = []): void {
   port.postMessage(message, transfer);

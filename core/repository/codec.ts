@@ -55,6 +55,8 @@ export class BlobCodec {
   private readonly cctx = new zstd.CCtx();
   private readonly dctx = new zstd.DCtx();
   private scratch = Buffer.alloc(0);
+  /** Whether the last chunk sealed did not compress (see `looksIncompressible`). */
+  private lastIncompressible = false;
   constructor(private readonly options: CodecOptions) {
     this.cctx.setParameter(zstd.CParameter.compressionLevel, options.compressionLevel);
   }
@@ -75,6 +77,7 @@ export class BlobCodec {
       const bound = zstd.compressBound(data.byteLength);
       if (this.scratch.length < bound) this.scratch = Buffer.allocUnsafe(bound);
       const n = this.cctx.compress2(this.scratch, data);
+      this.lastIncompressible = n > data.byteLength * 0.97;
       if (n < data.byteLength) {
         payload = this.scratch.subarray(0, n);
         flags |= FLAG_ZSTD;
@@ -106,16 +109,20 @@ export class BlobCodec {
   }
 
   /**
-   * Incompressible data (media, archives, encrypted files) costs as much to try to compress as
-   * text; a 64 KiB sample from the middle of a large chunk decides whether to try at all.
+   * Whether to skip compressing `data`. Incompressible data (media, archives, encrypted files)
+   * comes in long runs, like text does, so the last chunk predicts the next: after a chunk that
+   * did not compress, a 64 KiB sample from the middle decides; otherwise the chunk is compressed
+   * whole (trying costs less than sampling every chunk would).
    */
   private looksIncompressible(data: Uint8Array): boolean {
     const SAMPLE = 64 * 1024;
-    if (data.byteLength < 4 * SAMPLE) return false;
+    if (!this.lastIncompressible || data.byteLength < 4 * SAMPLE) return false;
     const start = (data.byteLength >>> 1) - (SAMPLE >>> 1);
     const bound = zstd.compressBound(SAMPLE);
     if (this.scratch.length < bound) this.scratch = Buffer.allocUnsafe(Math.max(bound, zstd.compressBound(data.byteLength)));
-    return this.cctx.compress2(this.scratch, data.subarray(start, start + SAMPLE)) > SAMPLE * 0.97;
+    const incompressible = this.cctx.compress2(this.scratch, data.subarray(start, start + SAMPLE)) > SAMPLE * 0.97;
+    this.lastIncompressible = incompressible;
+    return incompressible;
   }
 
   /**

@@ -14,7 +14,7 @@ import {
   type DiskRecord,
   type StoredConfig,
 } from './format.ts';
-import { DEFAULT_PACK_SIZE, PackBuilder, PackIndex, packError, readPackedBlob } from './packs.ts';
+import { DEFAULT_PACK_SIZE, PackBuilder, PackIndex, packError, readPackedBlob, type ChunkLocation } from './packs.ts';
 import { RetryingStorage, type RetryPolicy } from './storage-util.ts';
 import { ChunkWorkers } from './workers.ts';
 
@@ -190,7 +190,7 @@ export class RepositoryData {
     const inFlight = Math.max(2, Math.min(32, Math.floor((this.options.maxInFlightBytes ?? 32 * 2 ** 20) / chunkSize)));
     const free: ArrayBuffer[] = [];
 
-    const processChunk = async (item: ChunkWork): Promise<void> => {
+    const storeChunk = async (item: ChunkWork, before: Promise<void>): Promise<void> => {
       // Room for the sealed blob too (the worker writes it over the chunk: at most 64 bytes more).
       let ab = free.pop() ?? new ArrayBuffer(chunkSize + SEAL_SLACK);
       const view = Buffer.from(ab, 0, item.length);
@@ -207,6 +207,7 @@ export class RepositoryData {
       progress.bytesRead += covered;
       const sealed = await this.workers.seal(ab, item.length);
       ab = sealed.buf;
+      await before;
       if (sealed.id === null) {
         free.push(ab);
         setTableEntry(table, item.index, null);
@@ -230,6 +231,20 @@ export class RepositoryData {
         setTableEntry(table, item.index, id);
       }
       options.onProgress?.({ ...progress });
+    };
+
+    // Chunks go into packs in disk order, whatever order the workers finish them in, so that a
+    // restore reads neighbouring chunks with one ranged read: each chunk waits for the one before.
+    let turn: Promise<void> = Promise.resolve();
+    const processChunk = async (item: ChunkWork): Promise<void> => {
+      const before = turn;
+      let done!: () => void;
+      turn = new Promise<void>((resolve) => (done = resolve));
+      try {
+        await storeChunk(item, before);
+      } finally {
+        done();
+      }
     };
 
     try {
@@ -298,12 +313,7 @@ export class RepositoryData {
         at = again;
         blob = await readPackedBlob(this.storage, id, at);
       }
-      try {
-        // The blob is bound to the chunk's name (not to the pack), so gc can move it between packs.
-        return await this.workers.open(keys.chunk(id), blob, rehash || !this.keys ? id : null, this.plainPool.pop());
-      } catch (error) {
-        throw packError(id, at, error);
-      }
+      return this.decodePacked(id, blob, at, rehash);
     }
     // Format version 1: one object per chunk.
     const key = keys.chunk(id);
@@ -314,6 +324,51 @@ export class RepositoryData {
       throw error;
     });
     return this.workers.open(key, blob, rehash || !this.keys ? id : null);
+  }
+
+  /** Decrypt, decompress (and check) a chunk's blob read from its pack. */
+  private async decodePacked(id: string, blob: Buffer, at: ChunkLocation, rehash = false): Promise<Buffer> {
+    try {
+      // The blob is bound to the chunk's name (not to the pack), so gc can move it between packs.
+      return await this.workers.open(keys.chunk(id), blob, rehash || !this.keys ? id : null, this.plainPool.pop());
+    } catch (error) {
+      throw packError(id, at, error);
+    }
+  }
+
+  /**
+   * Read chunks `index`, `index + 1`, … that lie back to back in one pack with one ranged read
+   * (at most `maxBytes`, not past `last`), and decode each. Returns one promise per chunk read;
+   * a chunk whose run cannot be read is read on its own (which looks for a moved pack).
+   */
+  private readRun(table: Buffer, index: number, last: number, maxBytes: number): Array<Promise<Buffer>> {
+    const first = tableEntry(table, index)!;
+    const at = this.packIndex.get(first);
+    if (!at) return [this.readChunk(first)];
+    const members: Array<{ id: string; at: ChunkLocation }> = [{ id: first, at }];
+    let end = at.offset + at.length;
+    for (let i = index + 1; i < last; i++) {
+      const id = tableEntry(table, i);
+      const next = id === null ? undefined : this.packIndex.get(id);
+      if (!next || next.pack !== at.pack || next.offset !== end || end + next.length - at.offset > maxBytes) break;
+      members.push({ id: id!, at: next });
+      end += next.length;
+    }
+    if (members.length === 1) return [this.readChunk(first)];
+    const fetched = readPackedBlob(this.storage, first, { pack: at.pack, offset: at.offset, length: end - at.offset });
+    const items = members.map((m) => ({ name: keys.chunk(m.id), offset: m.at.offset - at.offset, length: m.at.length, expectId: this.keys ? null : m.id }));
+    const decoded = fetched.then((blob) => {
+      const outs = members.map(() => this.plainPool.pop()).filter((b): b is ArrayBuffer => b !== undefined);
+      return this.workers.openRun(blob, items, outs);
+    });
+    decoded.catch(() => undefined);
+    return members.map((m, k) =>
+      decoded.then(
+        (results) => results[k].catch((error: unknown) => { throw packError(m.id, m.at, error); }),
+        // The run could not be read (a pack moved by gc?): this chunk on its own, which looks again.
+        () => this.readChunk(m.id),
+      ),
+    );
   }
 
   /**
@@ -334,7 +389,7 @@ export class RepositoryData {
     table: Buffer,
     range: { from: number; to: number },
     sink: (chunk: { index: number; offset: number; length: number; data: Buffer | null }) => Promise<void>,
-    concurrency = Math.max(4, Math.min(32, Math.floor(32 * 2 ** 20 / record.chunkSize))),
+    concurrency = Math.max(4, Math.min(128, Math.floor(32 * 2 ** 20 / record.chunkSize))),
   ): Promise<void> {
     // Packs stored by other processes (a proxy, another backup) since this one last looked.
     await this.packIndex.sync();
@@ -342,9 +397,26 @@ export class RepositoryData {
     const last = Math.ceil(range.to / record.chunkSize);
     const window: Array<Promise<{ index: number; data: Buffer | null }>> = [];
     let next = first;
+    /** Chunks of a run read ahead together, not yet in the window. */
+    const ahead = new Map<number, Promise<Buffer>>();
+    const runBytes = Math.max(2 * 2 ** 20, record.chunkSize);
     const start = (index: number) => {
       const id = tableEntry(table, index);
-      const p = id === null ? Promise.resolve({ index, data: null }) : this.readChunk(id).then((data) => ({ index, data }));
+      let data: Promise<Buffer | null>;
+      if (id === null) {
+        data = Promise.resolve(null);
+      } else if (ahead.has(index)) {
+        data = ahead.get(index)!;
+        ahead.delete(index);
+      } else {
+        const run = this.readRun(table, index, last, runBytes);
+        run.forEach((p, k) => {
+          p.catch(() => undefined);
+          if (k > 0) ahead.set(index + k, p);
+        });
+        data = run[0];
+      }
+      const p = data.then((d) => ({ index, data: d }));
       p.catch(() => undefined);
       window.push(p);
     };

@@ -10,8 +10,12 @@ export const repositoryConfigSchema = z.object({
     type: z.string().min(1),
     options: z.record(z.string(), z.unknown()).default({}),
   }),
-  /** Chunk size in bytes (power of two, 64 KiB .. 64 MiB). */
-  chunkSize: z.number().int().min(65536).max(67108864).default(1048576),
+  /**
+   * Chunk size in bytes (power of two, 64 KiB .. 64 MiB). 256 KiB: an incremental stores whole
+   * chunks around each changed range, so smaller chunks store less per change (a scattered 1 MiB
+   * change costs 1.25 MiB instead of 2 MiB with 1 MiB chunks) at a small cost per chunk.
+   */
+  chunkSize: z.number().int().min(65536).max(67108864).default(262144),
   /** zstd level: 1 by default (fast; measured within 4% of level 3 in size on mixed VM data, 1.6x faster). */
   compression: z.object({ level: z.number().int().min(-7).max(22).default(1) }).default({ level: 1 }),
   /** Encryption: the passphrase comes from an environment variable or a file, never from the config. */

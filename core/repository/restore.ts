@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { Writable } from 'node:stream';
 import createDebug from 'debug';
 import { ConfigError, NotFoundError, StillpointError } from '../errors.ts';
-import { openDirectFile } from '../util/direct-io.ts';
+import { openDirectFile, RunWriter } from '../util/direct-io.ts';
 import type { DiskRecord, Manifest } from './format.ts';
 import type { Repository } from './repository.ts';
 
@@ -59,22 +59,23 @@ async function rawSink(path: string, size: number, overwrite: boolean): Promise<
   // a file pre-sized with truncate costs ext4 much more kernel time: every write splits a hole.)
   const direct = await openDirectFile(partial, { mode: 0o600 });
   const file = direct ?? (await open(partial, 'w', 0o600));
-  const write = direct
-    ? (offset: number, data: Buffer) => direct.write(offset, data)
-    : async (offset: number, data: Buffer) => {
-        let done = 0;
-        while (done < data.length) done += (await (file as FileHandle).write(data, done, data.length - done, offset + done)).bytesWritten;
-      };
+  const runs = direct ? new RunWriter(direct) : null;
   return {
-    parallel: direct ? 2 : 1,
-    write,
+    parallel: 1,
+    async write(offset, data) {
+      if (runs) return runs.write(offset, data);
+      let done = 0;
+      while (done < data.length) done += (await (file as FileHandle).write(data, done, data.length - done, offset + done)).bytesWritten;
+    },
     async finish() {
+      await runs?.drain();
       await file.truncate(size);
       await file.sync();
       await file.close();
       await rename(partial, path);
     },
     async discard() {
+      await runs?.drain().catch(() => undefined);
       await file.close().catch(() => undefined);
       await rm(partial, { force: true });
     },

@@ -13,11 +13,24 @@ export interface WorkerInit {
 export type WorkerTask =
   | { op: 'keys'; keys: { encKey: Uint8Array; idKey: Uint8Array } | null }
   | { op: 'seal'; seq: number; buf: ArrayBuffer; length: number }
-  | { op: 'open'; seq: number; name: string; expectId: string | null; blob: ArrayBuffer; out?: ArrayBuffer };
+  | { op: 'open'; seq: number; name: string; expectId: string | null; blob: ArrayBuffer; out?: ArrayBuffer }
+  | { op: 'openRun'; seq: number; blob: ArrayBuffer; items: RunItem[]; outs: ArrayBuffer[] };
+
+/** One blob of a run: where it lies in the run's buffer, its name and (to re-hash) its chunk id. */
+export interface RunItem {
+  name: string;
+  offset: number;
+  length: number;
+  expectId: string | null;
+}
+
+/** What became of one blob of a run: its plaintext (`length` bytes of `buf`), or why not. */
+export type RunResult = { ok: true; buf: ArrayBuffer; length: number } | { ok: false; error: string; corrupt: boolean };
 
 export type WorkerReply =
   | { seq: number; ok: true; id: string | null; blob: ArrayBuffer | null; buf: ArrayBuffer | null; blobLength?: number }
-  | { seq: number; ok: false; error: string; corrupt: boolean };
+  | { seq: number; ok: false; error: string; corrupt: boolean }
+  | { seq: number; ok: true; run: RunResult[] };
 
 export interface SealResult {
   /** Chunk name, or null for an all-zero chunk (recorded, not stored). */
@@ -43,7 +56,7 @@ interface Pending {
 export class ChunkWorkers {
   private readonly workers: Worker[] = [];
   private readonly load: number[] = [];
-  private readonly pending = new Map<number, Pending & { worker: number }>();
+  private readonly pending = new Map<number, Pending & { worker: number; weight: number }>();
   private seq = 0;
   private closed = false;
 
@@ -55,11 +68,9 @@ export class ChunkWorkers {
    */
   constructor(keys: RepositoryKeys | null | undefined, compressionLevel: number, count = defaultWorkerCount()) {
     const init: WorkerInit = { compressionLevel };
-    const tsx = import.meta.resolve('tsx/esm/api');
-    const script = new URL('./chunk-worker.ts', import.meta.url).href;
-    const bootstrap = `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(script)}); })`;
+    const entry = workerEntry();
     for (let i = 0; i < count; i++) {
-      const worker = new Worker(bootstrap, { eval: true, workerData: init });
+      const worker = entry.eval ? new Worker(entry.code, { eval: true, workerData: init }) : new Worker(entry.url, { workerData: init });
       worker.unref();
       worker.on('message', (reply: WorkerReply) => this.onReply(i, reply));
       worker.on('error', (error) => this.failAll(i, error));
@@ -88,6 +99,7 @@ export class ChunkWorkers {
   async seal(buf: ArrayBuffer, length: number): Promise<SealResult> {
     const reply = await this.run((seq) => ({ op: 'seal', seq, buf, length }), [buf]);
     if (!reply.ok) throw new StillpointError(`sealing a chunk failed: ${reply.error}`);
+    if ('run' in reply) throw new StillpointError('chunk worker answered a chunk with a run');
     const blob = reply.blob ? Buffer.from(reply.blob) : reply.blobLength !== undefined ? Buffer.from(reply.buf!, 0, reply.blobLength) : null;
     return { id: reply.id, blob, buf: reply.buf! };
   }
@@ -108,8 +120,30 @@ export class ChunkWorkers {
       if (reply.corrupt) throw new CorruptImageError(reply.error);
       throw new StillpointError(reply.error);
     }
+    if ('run' in reply) throw new StillpointError('chunk worker answered a chunk with a run');
     if (reply.blob === null && reply.buf && reply.blobLength !== undefined) return Buffer.from(reply.buf, 0, reply.blobLength);
     return Buffer.from(reply.blob!);
+  }
+
+  /**
+   * Decrypt and decompress several blobs that were read together (one ranged read of a pack):
+   * `blob` is transferred whole to one worker, so no blob is copied out of it. Each item's
+   * plaintext goes into the matching `outs` buffer when it fits. One promise per item, so that a
+   * damaged blob fails alone.
+   */
+  openRun(blob: Buffer, items: RunItem[], outs: ArrayBuffer[]): Array<Promise<Buffer>> {
+    const ab = blob.byteOffset === 0 && blob.byteLength === blob.buffer.byteLength && blob.buffer instanceof ArrayBuffer
+      ? blob.buffer
+      : new Uint8Array(blob).buffer;
+    const reply = this.run((seq) => ({ op: 'openRun', seq, blob: ab as ArrayBuffer, items, outs }), [ab as ArrayBuffer, ...outs], items.length);
+    return items.map(async (_, i) => {
+      const r = await reply;
+      if (!r.ok) throw r.corrupt ? new CorruptImageError(r.error) : new StillpointError(r.error);
+      if (!('run' in r)) throw new StillpointError('chunk worker answered a run with a single result');
+      const one = r.run[i];
+      if (!one.ok) throw one.corrupt ? new CorruptImageError(one.error) : new StillpointError(one.error);
+      return Buffer.from(one.buf, 0, one.length);
+    });
   }
 
   async close(): Promise<void> {
@@ -117,15 +151,17 @@ export class ChunkWorkers {
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
 
-  private run(make: (seq: number) => WorkerTask, transfer: ArrayBuffer[]): Promise<WorkerReply> {
+  /** Post a task to the least loaded worker; `weight`: how many chunks it holds. */
+  private run(make: (seq: number) => WorkerTask, transfer: ArrayBuffer[], weight = 1): Promise<WorkerReply> {
     if (this.closed) return Promise.reject(new StillpointError('chunk workers are closed'));
     if (!this.keysSet) return Promise.reject(new StillpointError('chunk workers have no keys yet'));
     const seq = ++this.seq;
     let best = 0;
     for (let i = 1; i < this.load.length; i++) if (this.load[i] < this.load[best]) best = i;
-    if (this.load[best]++ === 0) this.workers[best].ref();
+    if (this.load[best] === 0) this.workers[best].ref();
+    this.load[best] += weight;
     return new Promise<WorkerReply>((resolve, reject) => {
-      this.pending.set(seq, { resolve, reject, worker: best });
+      this.pending.set(seq, { resolve, reject, worker: best, weight });
       this.workers[best].postMessage(make(seq), transfer);
     });
   }
@@ -134,7 +170,8 @@ export class ChunkWorkers {
     const p = this.pending.get(reply.seq);
     if (!p) return;
     this.pending.delete(reply.seq);
-    if (--this.load[worker] === 0) this.workers[worker].unref();
+    this.load[worker] -= p.weight;
+    if (this.load[worker] === 0) this.workers[worker].unref();
     p.resolve(reply);
   }
 
@@ -142,11 +179,23 @@ export class ChunkWorkers {
     for (const [seq, p] of this.pending) {
       if (p.worker === worker) {
         this.pending.delete(seq);
-        this.load[worker]--;
+        this.load[worker] -= p.weight;
         p.reject(error);
       }
     }
   }
+}
+
+/**
+ * How a worker starts: from the TypeScript sources (through tsx, as the tests and the CLI run),
+ * or, when this module is part of a bundle (scripts/build.ts), from the bundled
+ * `chunk-worker.js` next to it, which starts several times faster.
+ */
+function workerEntry(): { eval: true; code: string } | { eval: false; url: URL } {
+  if (!import.meta.url.endsWith('.ts')) return { eval: false, url: new URL('./chunk-worker.js', import.meta.url) };
+  const tsx = import.meta.resolve('tsx/esm/api');
+  const script = new URL('./chunk-worker.ts', import.meta.url).href;
+  return { eval: true, code: `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(script)}); })` };
 }
 
 export function defaultWorkerCount(): number {

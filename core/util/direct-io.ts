@@ -10,6 +10,7 @@
  */
 import { existsSync } from 'node:fs';
 import { constants } from 'node:os';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import createDebug from 'debug';
 import { DataType, load, open } from 'ffi-rs';
@@ -30,15 +31,28 @@ function ensureLoaded(): boolean {
     state = 'missing';
     return false;
   }
-  const path = fileURLToPath(new URL('../native/target/release/libstillpoint_io.so', import.meta.url));
-  if (!existsSync(path)) {
-    debug('direct I/O library not built (%s): ordinary writes', path);
+  const path = libraryPath();
+  if (!path) {
+    debug('direct I/O library not built (core/native/target/release): ordinary writes');
     state = 'missing';
     return false;
   }
   open({ library: LIB, path });
   state = 'loaded';
   return true;
+}
+
+/** core/native's build output, looked for upwards from this module (in the sources, or in a bundle under the project). */
+function libraryPath(): string | null {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    const candidate = join(dir, 'core', 'native', 'target', 'release', 'libstillpoint_io.so');
+    if (existsSync(candidate)) return candidate;
+    const parent = dirname(dir);
+    if (parent === dir) break;
+    dir = parent;
+  }
+  return null;
 }
 
 type Param = { type: DataType; value: unknown };
@@ -106,4 +120,69 @@ export async function openDirectFile(path: string, options: { exclusive?: boolea
       await call('close', [i64(h)], path);
     },
   };
+}
+
+/**
+ * Sequential writes gathered into runs of up to `runBytes` before they reach a `DirectFile`: a
+ * direct write costs a device request and a thread-pool hop, so 256 KiB chunks written one by one
+ * run at a third of the speed of 4 MiB runs. `write` copies the bytes (the caller may reuse its
+ * buffer at once) and waits only when both run buffers are being written.
+ */
+export class RunWriter {
+  private readonly spare: Buffer[];
+  private run: Buffer | null = null;
+  private runStart = 0;
+  private runLength = 0;
+  private readonly writing = new Set<Promise<void>>();
+  private failure: unknown = null;
+
+  constructor(private readonly file: DirectFile, runBytes = 8 * 2 ** 20) {
+    this.spare = [Buffer.allocUnsafe(runBytes), Buffer.allocUnsafe(runBytes)];
+  }
+
+  async write(offset: number, data: Buffer): Promise<void> {
+    this.check();
+    let at = 0;
+    while (at < data.length) {
+      if (this.run && (offset + at !== this.runStart + this.runLength || this.runLength === this.run.length)) await this.flush();
+      if (!this.run) {
+        while (this.spare.length === 0) await Promise.race(this.writing);
+        this.check();
+        this.run = this.spare.pop()!;
+        this.runStart = offset + at;
+        this.runLength = 0;
+      }
+      const n = Math.min(data.length - at, this.run.length - this.runLength);
+      data.copy(this.run, this.runLength, at, at + n);
+      this.runLength += n;
+      at += n;
+    }
+  }
+
+  /** Write out what is gathered and wait for every write; rethrows the first failure. */
+  async drain(): Promise<void> {
+    if (this.run && this.runLength > 0) await this.flush();
+    await Promise.all(this.writing);
+    this.check();
+  }
+
+  private async flush(): Promise<void> {
+    const run = this.run!;
+    const p = this.file.write(this.runStart, run.subarray(0, this.runLength)).then(
+      () => {
+        this.writing.delete(p);
+        this.spare.push(run);
+      },
+      (error) => {
+        this.writing.delete(p);
+        this.failure ??= error;
+      },
+    );
+    this.writing.add(p);
+    this.run = null;
+  }
+
+  private check(): void {
+    if (this.failure) throw this.failure;
+  }
 }

@@ -7,7 +7,9 @@
  * (/usr/bin/time -v), repository size after each step; a table and the ratios the issue asks for.
  *
  *   node --import tsx scripts/bench/repository-vs-restic-borg.ts [--size-gib 4] [--incrementals 2]
- *        [--chunk-sizes 262144,1048576] [--dir /var/tmp/stillpoint-bench] [--keep]
+ *        [--chunk-sizes 262144,1048576 (default: the repository's default)] [--dir /var/tmp/stillpoint-bench] [--keep]
+ *
+ * Stillpoint runs from a bundle (scripts/bundle.ts, into dist/bench), as a production build would.
  *
  * Installs restic, borgbackup and time with apt-get when they are missing (root).
  * All three repositories are encrypted (restic always is; borg repokey; Stillpoint AES-256-GCM).
@@ -18,19 +20,22 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { repositoryConfigSchema } from '../../core/repository/options.ts';
+import { bundle } from '../bundle.ts';
 
 const { values } = parseArgs({
   options: {
     'size-gib': { type: 'string', default: '4' },
     incrementals: { type: 'string', default: '2' },
-    'chunk-sizes': { type: 'string', default: '1048576' },
+    // Empty: the repository's default chunk size.
+    'chunk-sizes': { type: 'string', default: '' },
     dir: { type: 'string', default: '/var/tmp/stillpoint-bench' },
     keep: { type: 'boolean', default: false },
   },
 });
 const SIZE = Number(values['size-gib']) * 2 ** 30;
 const INCREMENTALS = Number(values.incrementals);
-const CHUNK_SIZES = values['chunk-sizes']!.split(',').map(Number);
+const CHUNK_SIZES: Array<number | null> = values['chunk-sizes'] ? values['chunk-sizes'].split(',').map(Number) : [null];
 const DIR = values.dir!;
 const MiB = 2 ** 20;
 const PASS = 'benchmark passphrase';
@@ -192,18 +197,20 @@ async function main(): Promise<void> {
   const pristine = join(DIR, 'disk.pristine.img');
   await buildImage(pristine);
   const rows: Row[] = [];
-  const stillpoint = join(import.meta.dirname, 'repository-stillpoint.ts');
+  // Stillpoint runs bundled (scripts/bundle.ts), as a production build would: no tsx at start-up.
+  const [stillpoint] = await bundle(join(import.meta.dirname, '..', '..', 'dist', 'bench'), [join(import.meta.dirname, 'repository-stillpoint.ts')]);
   const restoreOut = join(DIR, 'restored');
 
   const tools: Array<{ name: string; init(): void; backup(step: string, changedFile: string | null): Measure; restore(): Measure; repo: string }> = [];
   for (const cs of CHUNK_SIZES) {
-    const repo = join(DIR, `stillpoint-${cs}`);
+    const label = cs === null ? 'default' : String(cs);
+    const repo = join(DIR, `stillpoint-${label}`);
     tools.push({
-      name: `stillpoint ${cs / 1024} KiB`,
+      name: `stillpoint ${cs === null ? `${repositoryConfigSchema.shape.chunkSize.parse(undefined) / 1024} KiB (default)` : `${cs / 1024} KiB`}`,
       repo,
       init() {},
-      backup: (_step, changed) => measure('node', ['--import', 'tsx', stillpoint, 'backup', repo, image, '--chunk-size', String(cs), ...(changed ? ['--changed', changed] : [])], { STILLPOINT_PASSPHRASE: PASS }),
-      restore: () => measure('node', ['--import', 'tsx', stillpoint, 'restore', repo, join(restoreOut, `stillpoint-${cs}.img`)], { STILLPOINT_PASSPHRASE: PASS }),
+      backup: (_step, changed) => measure('node', [stillpoint, 'backup', repo, image, ...(cs === null ? [] : ['--chunk-size', String(cs)]), ...(changed ? ['--changed', changed] : [])], { STILLPOINT_PASSPHRASE: PASS }),
+      restore: () => measure('node', [stillpoint, 'restore', repo, join(restoreOut, `stillpoint-${label}.img`)], { STILLPOINT_PASSPHRASE: PASS }),
     });
   }
   const resticRepo = join(DIR, 'restic');

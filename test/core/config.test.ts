@@ -29,7 +29,7 @@ test('a valid config gets its defaults', (t) => {
   t.is(c.jobs[0].consistency, 'prefer');
   t.deepEqual(c.limits, { perHost: 2, perVolume: 1, perProxy: 2, perRepository: 4, vmsPerSnapshot: 16 });
   t.is(c.stateDir, '.stillpoint-state');
-  t.is(c.repository.chunkSize, 1048576);
+  t.is(c.repository.chunkSize, 262144);
 });
 
 const cases: Array<[string, (c: Record<string, any>) => void, string[]]> = [ // eslint-disable-line @typescript-eslint/no-explicit-any
