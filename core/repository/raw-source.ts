@@ -1,10 +1,12 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Extent, OpenDisk } from '../contracts/reader.ts';
 import { NotFoundError, StillpointError } from '../errors.ts';
+import { dataExtents } from '../util/direct-io.ts';
 
 /**
- * A raw disk image file as an `OpenDisk`: every byte is `data` (zero chunks are still found by
- * content and recorded, not stored), unless the caller knows better and passes the extents.
+ * A raw disk image file as an `OpenDisk`: its holes are zero extents, every other byte is `data`
+ * (zero chunks among them are still found by content and recorded, not stored), unless the
+ * caller knows better and passes the extents.
  */
 export class RawFileDisk implements OpenDisk {
   private constructor(
@@ -28,8 +30,28 @@ export class RawFileDisk implements OpenDisk {
     return new RawFileDisk(handle, path, size, options.logicalSectorSize ?? 512, options.extents ?? null);
   }
 
+  /**
+   * The extents given to `open`, else the file's own: its holes (SEEK_HOLE, through
+   * core/util/direct-io.ts) are zero extents and are not read; without the native library,
+   * every byte is data.
+   */
   async allocation(): Promise<Extent[]> {
-    return this.extents ?? (this.virtualSize > 0 ? [{ offset: 0, length: this.virtualSize, kind: 'data' }] : []);
+    if (this.extents) return this.extents;
+    if (this.virtualSize === 0) return [];
+    const data = await dataExtents(this.path).catch(() => null);
+    if (!data) return [{ offset: 0, length: this.virtualSize, kind: 'data' }];
+    const out: Extent[] = [];
+    let pos = 0;
+    for (const d of data) {
+      const start = Math.max(pos, d.offset);
+      const end = Math.min(this.virtualSize, d.offset + d.length);
+      if (end <= start) continue;
+      if (start > pos) out.push({ offset: pos, length: start - pos, kind: 'zero' });
+      out.push({ offset: start, length: end - start, kind: 'data' });
+      pos = end;
+    }
+    if (pos < this.virtualSize) out.push({ offset: pos, length: this.virtualSize - pos, kind: 'zero' });
+    return out;
   }
 
   async read(offset: number, target: Buffer, length = target.length, targetOffset = 0): Promise<void> {

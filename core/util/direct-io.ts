@@ -1,6 +1,7 @@
 /**
- * Large sequential writes around the page cache (O_DIRECT), through the native library in
- * core/native (Rust, C ABI, loaded with ffi-rs; calls run on libuv's thread pool).
+ * Large sequential writes and reads around the page cache (O_DIRECT), and a file's holes, through
+ * the native library in core/native (Rust, C ABI, loaded with ffi-rs; calls run on libuv's thread
+ * pool).
  *
  * Pack files and restored disks are written once and not read back soon: copying them into page
  * cache pages costs the kernel as much CPU as hashing them, and once the cache holds gigabytes of
@@ -82,6 +83,38 @@ async function call(fn: string, params: Param[], path: string): Promise<number> 
 
 const i64 = (value: number): Param => ({ type: DataType.I64, value });
 const i32 = (value: number): Param => ({ type: DataType.I32, value });
+
+/**
+ * Read up to `length` bytes at `offset` of `path` around the page cache (for large ranges of
+ * files read once, such as runs of chunks out of a pack during a restore). Returns fewer bytes at
+ * the end of the file; null when the native library is not available.
+ */
+export async function readDirect(path: string, offset: number, length: number): Promise<Buffer | null> {
+  if (!ensureLoaded()) return null;
+  const out = Buffer.allocUnsafe(length);
+  const n = await call('read', [{ type: DataType.String, value: path }, i64(offset), { type: DataType.U8Array, value: out }, i64(length), i64(0), i64(length)], path);
+  return n === length ? out : out.subarray(0, n);
+}
+
+/**
+ * The data extents of a file (SEEK_DATA / SEEK_HOLE): between them are holes, which read as
+ * zeros. One extent over the whole file where the filesystem keeps no holes; null when the
+ * native library is not available.
+ */
+export async function dataExtents(path: string): Promise<Array<{ offset: number; length: number }> | null> {
+  if (!ensureLoaded()) return null;
+  for (let room = 256; ; ) {
+    const out = Buffer.alloc(room * 16);
+    const n = await call('extents', [{ type: DataType.String, value: path }, { type: DataType.U8Array, value: out }, i64(out.length)], path);
+    if (n > room) {
+      room = n + 64; // the file may grow holes meanwhile
+      continue;
+    }
+    const extents = [];
+    for (let i = 0; i < n; i++) extents.push({ offset: Number(out.readBigInt64LE(i * 16)), length: Number(out.readBigInt64LE(i * 16 + 8)) });
+    return extents;
+  }
+}
 
 export interface DirectFile {
   /** True while writes go around the page cache (false where the filesystem refuses O_DIRECT). */
