@@ -6,14 +6,34 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { BlobCodec, chunkId, isAllZero, type RepositoryKeys } from './codec.ts';
 import { CorruptImageError } from '../errors.ts';
-import type { RunResult, WorkerInit, WorkerReply, WorkerTask } from './workers.ts';
+import type { RunResult, SlabPlace, WorkerInit, WorkerReply, WorkerTask } from './workers.ts';
 
 const init = workerData as WorkerInit;
 let keys: RepositoryKeys | null = null;
 let codec = new BlobCodec({ keys, compressionLevel: init.compressionLevel });
 const port = parentPort!;
 
+/** Slabs shared by the main thread (`ChunkWorkers.shareSlab`). */
+const slabs: SharedArrayBuffer[] = [];
+
+function slabView(place: SlabPlace): Uint8Array {
+  return new Uint8Array(slabs[place.slab], place.offset, place.length);
+}
+
+/** The plaintext in its slab place (copied there when the codec could not write it in place). */
+function intoSlab(name: string, data: Buffer, place: SlabPlace): Uint8Array {
+  if (data.buffer === slabs[place.slab] && data.byteOffset === place.offset) return data;
+  if (data.byteLength > place.length) throw new CorruptImageError(`${name}: holds ${data.byteLength} bytes, more than a chunk`, { hint: 'run `stillpoint verify --deep`' });
+  const view = slabView(place);
+  view.set(data);
+  return view.subarray(0, data.byteLength);
+}
+
 port.on('message', (task: WorkerTask) => {
+  if (task.op === 'slab') {
+    slabs[task.id] = task.sab;
+    return;
+  }
   if (task.op === 'keys') {
     keys = task.keys ? { encKey: Buffer.from(task.keys.encKey), idKey: Buffer.from(task.keys.idKey) } : null;
     codec = new BlobCodec({ keys, compressionLevel: init.compressionLevel });
@@ -43,6 +63,13 @@ port.on('message', (task: WorkerTask) => {
       task.items.forEach((item, i) => {
         const out = task.outs[i];
         try {
+          const place = task.into?.[i];
+          if (place) {
+            const data = intoSlab(item.name, codec.open(item.name, new Uint8Array(task.blob, item.offset, item.length), slabView(place)), place);
+            checkId(item.name, data, item.expectId);
+            results.push({ ok: true, buf: null, length: data.byteLength });
+            return;
+          }
           const data = codec.open(item.name, new Uint8Array(task.blob, item.offset, item.length), out ? new Uint8Array(out) : undefined);
           checkId(item.name, data, item.expectId);
           const buf = data.buffer === out ? out : toOwnedArrayBuffer(data);
@@ -55,6 +82,12 @@ port.on('message', (task: WorkerTask) => {
       });
       reply({ seq: task.seq, ok: true, run: results }, transfer);
     } else {
+      if (task.into) {
+        const data = intoSlab(task.name, codec.open(task.name, new Uint8Array(task.blob), slabView(task.into)), task.into);
+        checkId(task.name, data, task.expectId);
+        reply({ seq: task.seq, ok: true, id: task.expectId, blob: null, blobLength: data.byteLength, buf: null });
+        return;
+      }
       const data = codec.open(task.name, new Uint8Array(task.blob), task.out ? new Uint8Array(task.out) : undefined);
       checkId(task.name, data, task.expectId);
       if (task.out && data.buffer === task.out) {

@@ -16,7 +16,7 @@ import {
 } from './format.ts';
 import { DEFAULT_PACK_SIZE, PackBuilder, PackIndex, packError, readPackedBlob, type ChunkLocation } from './packs.ts';
 import { RetryingStorage, type RetryPolicy } from './storage-util.ts';
-import { ChunkWorkers } from './workers.ts';
+import { ChunkWorkers, type SlabPlace } from './workers.ts';
 
 const debug = createDebug('stillpoint:repository');
 
@@ -53,6 +53,9 @@ export interface DiskIdentity {
 /** Bytes a chunk buffer holds beyond the chunk size, so that the sealed blob fits in it (header 5 + nonce 12 + tag 16). */
 const SEAL_SLACK = 64;
 
+/** Chunks of a run read together during a restore hold at most this much plaintext. */
+const RUN_PLAIN_MAX = 8 * 2 ** 20;
+
 /** One unit of work: a chunk to read, given as the parts of it that hold data (absolute offsets). */
 interface ChunkWork {
   index: number;
@@ -74,6 +77,8 @@ export class RepositoryData {
   readonly packIndex: PackIndex;
   /** Chunk-sized buffers a restore handed back (`recycle`), for the next chunks read. */
   private readonly plainPool: ArrayBuffer[] = [];
+  /** Slabs no `forEachChunk` is using. */
+  private readonly freeSlabs: SharedArrayBuffer[] = [];
   /** Chunks being packed by any disk stored in this process -> settles once durable. */
   private readonly pendingChunks = new Map<string, Promise<void>>();
 
@@ -295,7 +300,7 @@ export class RepositoryData {
    * (verify) or when the repository is not encrypted; in an encrypted repository the AES-GCM tag,
    * which binds the blob to its name, already proves it is the chunk that was stored.
    */
-  async readChunk(id: string, rehash = false): Promise<Buffer> {
+  async readChunk(id: string, rehash = false, into?: SlabPlace): Promise<Buffer> {
     let at = this.packIndex.get(id);
     if (!at) {
       await this.packIndex.sync(2000);
@@ -313,7 +318,7 @@ export class RepositoryData {
         at = again;
         blob = await readPackedBlob(this.storage, id, at);
       }
-      return this.decodePacked(id, blob, at, rehash);
+      return this.decodePacked(id, blob, at, rehash, into);
     }
     // Format version 1: one object per chunk.
     const key = keys.chunk(id);
@@ -323,14 +328,28 @@ export class RepositoryData {
       }
       throw error;
     });
-    return this.workers.open(key, blob, rehash || !this.keys ? id : null);
+    return this.workers.open(key, blob, rehash || !this.keys ? id : null, undefined, into);
+  }
+
+  /**
+   * A slab of at least `bytes` shared with the workers, for one `forEachChunk` at a time (taken
+   * from the free ones, or made and shared once); hand it back with `releaseSlab`.
+   */
+  private takeSlab(bytes: number): { id: number; sab: SharedArrayBuffer } {
+    const i = this.freeSlabs.findIndex((s) => s.byteLength >= bytes);
+    const sab = i >= 0 ? this.freeSlabs.splice(i, 1)[0] : new SharedArrayBuffer(bytes);
+    return { id: this.workers.shareSlab(sab), sab };
+  }
+
+  private releaseSlab(sab: SharedArrayBuffer): void {
+    if (this.freeSlabs.length < 2) this.freeSlabs.push(sab);
   }
 
   /** Decrypt, decompress (and check) a chunk's blob read from its pack. */
-  private async decodePacked(id: string, blob: Buffer, at: ChunkLocation, rehash = false): Promise<Buffer> {
+  private async decodePacked(id: string, blob: Buffer, at: ChunkLocation, rehash = false, into?: SlabPlace): Promise<Buffer> {
     try {
       // The blob is bound to the chunk's name (not to the pack), so gc can move it between packs.
-      return await this.workers.open(keys.chunk(id), blob, rehash || !this.keys ? id : null, this.plainPool.pop());
+      return await this.workers.open(keys.chunk(id), blob, rehash || !this.keys ? id : null, into ? undefined : this.plainPool.pop(), into);
     } catch (error) {
       throw packError(id, at, error);
     }
@@ -341,10 +360,10 @@ export class RepositoryData {
    * (at most `maxBytes`, not past `last`), and decode each. Returns one promise per chunk read;
    * a chunk whose run cannot be read is read on its own (which looks for a moved pack).
    */
-  private readRun(table: Buffer, index: number, last: number, maxBytes: number): Array<Promise<Buffer>> {
+  private readRun(table: Buffer, index: number, last: number, maxBytes: number, place?: (index: number) => SlabPlace): Array<Promise<Buffer>> {
     const first = tableEntry(table, index)!;
     const at = this.packIndex.get(first);
-    if (!at) return [this.readChunk(first)];
+    if (!at) return [this.readChunk(first, false, place?.(index))];
     const members: Array<{ id: string; at: ChunkLocation }> = [{ id: first, at }];
     let end = at.offset + at.length;
     for (let i = index + 1; i < last; i++) {
@@ -354,10 +373,11 @@ export class RepositoryData {
       members.push({ id: id!, at: next });
       end += next.length;
     }
-    if (members.length === 1) return [this.readChunk(first)];
+    if (members.length === 1) return [this.readChunk(first, false, place?.(index))];
     const fetched = readPackedBlob(this.storage, first, { pack: at.pack, offset: at.offset, length: end - at.offset });
     const items = members.map((m) => ({ name: keys.chunk(m.id), offset: m.at.offset - at.offset, length: m.at.length, expectId: this.keys ? null : m.id }));
     const decoded = fetched.then((blob) => {
+      if (place) return this.workers.openRun(blob, items, [], members.map((_, k) => place(index + k)));
       const outs = members.map(() => this.plainPool.pop()).filter((b): b is ArrayBuffer => b !== undefined);
       return this.workers.openRun(blob, items, outs);
     });
@@ -366,7 +386,7 @@ export class RepositoryData {
       decoded.then(
         (results) => results[k].catch((error: unknown) => { throw packError(m.id, m.at, error); }),
         // The run could not be read (a pack moved by gc?): this chunk on its own, which looks again.
-        () => this.readChunk(m.id),
+        () => this.readChunk(m.id, false, place?.(index + k)),
       ),
     );
   }
@@ -382,7 +402,8 @@ export class RepositoryData {
 
   /**
    * Deliver the chunks of a disk that overlap [from, to) in order, fetching and decoding several
-   * at once. `data` is null for a zero chunk.
+   * at once. `data` is null for a zero chunk; otherwise it is valid only until `sink` returns
+   * (it may be a place in a buffer shared with the workers, taken by a later chunk).
    */
   async forEachChunk(
     record: DiskRecord,
@@ -400,6 +421,15 @@ export class RepositoryData {
     /** Chunks of a run read ahead together, not yet in the window. */
     const ahead = new Map<number, Promise<Buffer>>();
     const runBytes = Math.max(2 * 2 ** 20, record.chunkSize);
+    // Plaintext goes into a ring of chunk-sized places in a slab shared with the workers: the
+    // window's chunks, plus room for a run read ahead. Chunk i's place is taken again by chunk
+    // i + slots, which is started only after chunk i was handed to the sink.
+    const runChunks = Math.floor(RUN_PLAIN_MAX / record.chunkSize);
+    const slots = concurrency + runChunks;
+    const taken = record.chunkSize <= RUN_PLAIN_MAX ? this.takeSlab(slots * record.chunkSize) : null;
+    const ring = taken?.id ?? null;
+    let delivered = first;
+    const place = ring !== null ? (index: number): SlabPlace => ({ slab: ring, offset: ((index - first) % slots) * record.chunkSize, length: record.chunkSize }) : undefined;
     const start = (index: number) => {
       const id = tableEntry(table, index);
       let data: Promise<Buffer | null>;
@@ -409,7 +439,8 @@ export class RepositoryData {
         data = ahead.get(index)!;
         ahead.delete(index);
       } else {
-        const run = this.readRun(table, index, last, runBytes);
+        // A run reaches no chunk whose place is still held by one not yet handed to the sink.
+        const run = this.readRun(table, index, ring !== null ? Math.min(last, delivered + slots) : last, runBytes, place);
         run.forEach((p, k) => {
           p.catch(() => undefined);
           if (k > 0) ahead.set(index + k, p);
@@ -420,16 +451,24 @@ export class RepositoryData {
       p.catch(() => undefined);
       window.push(p);
     };
-    while (next < last && window.length < concurrency) start(next++);
-    while (window.length > 0) {
-      const { index, data } = await window.shift()!;
-      if (next < last) start(next++);
-      const offset = index * record.chunkSize;
-      const length = Math.min(record.chunkSize, record.virtualSize - offset);
-      if (data !== null && data.length !== length) {
-        throw new CorruptImageError(`chunk ${tableEntry(table, index)} holds ${data.length} bytes, expected ${length}`, { where: `disk ${record.id}, offset ${offset}` });
+    try {
+      while (next < last && window.length < concurrency) start(next++);
+      while (window.length > 0) {
+        const { index, data } = await window.shift()!;
+        const offset = index * record.chunkSize;
+        const length = Math.min(record.chunkSize, record.virtualSize - offset);
+        if (data !== null && data.length !== length) {
+          throw new CorruptImageError(`chunk ${tableEntry(table, index)} holds ${data.length} bytes, expected ${length}`, { where: `disk ${record.id}, offset ${offset}` });
+        }
+        // `data` may be a place in the slab: the sink must be done with it when it returns.
+        await sink({ index, offset, length, data });
+        delivered = index + 1;
+        if (next < last) start(next++);
       }
-      await sink({ index, offset, length, data });
+    } finally {
+      // Every read and decode into the slab settled before another use may take it.
+      await Promise.allSettled([...window, ...ahead.values()]);
+      if (taken) this.releaseSlab(taken.sab);
     }
   }
 }

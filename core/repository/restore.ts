@@ -27,8 +27,7 @@ export interface RestoreDiskOptions {
 
 /** The sink a restore writes chunks into. */
 interface DiskSink {
-  /** How many writes may run at once (positional writes to a raw file: several). */
-  parallel: number;
+  /** Resolves once `data` may be reused (written, or copied to be written). */
   write(offset: number, data: Buffer): Promise<void>;
   finish(): Promise<void>;
   discard(): Promise<void>;
@@ -61,7 +60,6 @@ async function rawSink(path: string, size: number, overwrite: boolean): Promise<
   const file = direct ?? (await open(partial, 'w', 0o600));
   const runs = direct ? new RunWriter(direct) : null;
   return {
-    parallel: 1,
     async write(offset, data) {
       if (runs) return runs.write(offset, data);
       let done = 0;
@@ -120,7 +118,6 @@ async function vhdxSink(path: string, record: DiskRecord, overwrite: boolean): P
   await lib.createDynamic(partial, { virtualSize: record.virtualSize, logicalSectorSize: record.logicalSectorSize });
   const disk = await lib.VhdxDisk.open(partial, { writable: true });
   return {
-    parallel: 1,
     async write(offset, data) {
       await disk.write(offset, data);
     },
@@ -143,30 +140,18 @@ export async function restoreDisk(repo: Repository, manifest: Manifest, diskId: 
   const format = options.format ?? (path.toLowerCase().endsWith('.vhdx') ? 'vhdx' : 'raw');
   const sink = format === 'vhdx' ? await vhdxSink(path, record, !!options.overwrite) : await rawSink(path, record.virtualSize, !!options.overwrite);
   let done = 0;
-  const writing = new Set<Promise<void>>();
   try {
     await repo.data.forEachChunk(record, table, { from: 0, to: record.virtualSize }, async (chunk) => {
       if (chunk.data) {
-        const length = chunk.length;
-        const data = chunk.data;
-        const p: Promise<void> = sink.write(chunk.offset, data).then(() => {
-          writing.delete(p);
-          repo.data.recycle(data); // written: its buffer takes another chunk
-          done += length;
-          options.onProgress?.({ disk: diskId, bytesDone: done, bytesTotal: record.virtualSize });
-        });
-        p.catch(() => undefined);
-        writing.add(p);
-        if (writing.size >= sink.parallel) await Promise.race(writing);
-      } else {
-        done += chunk.length;
-        options.onProgress?.({ disk: diskId, bytesDone: done, bytesTotal: record.virtualSize });
+        // Awaited: the chunk's data is reused once this returns (the sink copies what it keeps).
+        await sink.write(chunk.offset, chunk.data);
+        repo.data.recycle(chunk.data);
       }
+      done += chunk.length;
+      options.onProgress?.({ disk: diskId, bytesDone: done, bytesTotal: record.virtualSize });
     });
-    await Promise.all(writing);
     await sink.finish();
   } catch (error) {
-    await Promise.allSettled(writing);
     await sink.discard();
     if (error instanceof StillpointError && !error.where) {
       throw new StillpointError(error.message, { where: `restore point ${manifest.id}, disk ${diskId}`, cause: error });
@@ -216,7 +201,8 @@ export async function restoreRange(
     const s = Math.max(from, chunk.offset);
     const e = Math.min(to, chunk.offset + chunk.length);
     if (e <= s) return;
-    const piece = chunk.data ? chunk.data.subarray(s - chunk.offset, e - chunk.offset) : Buffer.alloc(e - s);
+    // A copy: the stream may hold on to what it is given, and chunk data is reused once this returns.
+    const piece = chunk.data ? Buffer.from(chunk.data.subarray(s - chunk.offset, e - chunk.offset)) : Buffer.alloc(e - s);
     if (!out.write(piece)) {
       await new Promise<void>((resolve, reject) => {
         const onError = (err: Error) => { out.off('drain', onDrain); reject(err); };

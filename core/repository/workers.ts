@@ -13,8 +13,20 @@ export interface WorkerInit {
 export type WorkerTask =
   | { op: 'keys'; keys: { encKey: Uint8Array; idKey: Uint8Array } | null }
   | { op: 'seal'; seq: number; buf: ArrayBuffer; length: number }
-  | { op: 'open'; seq: number; name: string; expectId: string | null; blob: ArrayBuffer; out?: ArrayBuffer }
-  | { op: 'openRun'; seq: number; blob: ArrayBuffer; items: RunItem[]; outs: ArrayBuffer[] };
+  | { op: 'slab'; id: number; sab: SharedArrayBuffer }
+  | { op: 'open'; seq: number; name: string; expectId: string | null; blob: ArrayBuffer; out?: ArrayBuffer; into?: SlabPlace }
+  | { op: 'openRun'; seq: number; blob: ArrayBuffer; items: RunItem[]; outs: ArrayBuffer[]; into?: SlabPlace[] };
+
+/**
+ * A place in a slab (a SharedArrayBuffer shared with every worker once, `shareSlab`): plaintext
+ * written there crosses no thread boundary, so the main thread's heap sees no new memory per
+ * chunk (transferred buffers count as new memory and bring on garbage collections).
+ */
+export interface SlabPlace {
+  slab: number;
+  offset: number;
+  length: number;
+}
 
 /** One blob of a run: where it lies in the run's buffer, its name and (to re-hash) its chunk id. */
 export interface RunItem {
@@ -25,7 +37,7 @@ export interface RunItem {
 }
 
 /** What became of one blob of a run: its plaintext (`length` bytes of `buf`), or why not. */
-export type RunResult = { ok: true; buf: ArrayBuffer; length: number } | { ok: false; error: string; corrupt: boolean };
+export type RunResult = { ok: true; buf: ArrayBuffer | null; length: number } | { ok: false; error: string; corrupt: boolean };
 
 export type WorkerReply =
   | { seq: number; ok: true; id: string | null; blob: ArrayBuffer | null; buf: ArrayBuffer | null; blobLength?: number }
@@ -95,6 +107,21 @@ export class ChunkWorkers {
     return this.workers.length;
   }
 
+  private readonly slabs: SharedArrayBuffer[] = [];
+
+  /** Share `sab` with every worker (once); returns its id for `SlabPlace`s. */
+  shareSlab(sab: SharedArrayBuffer): number {
+    const known = this.slabs.indexOf(sab);
+    if (known >= 0) return known;
+    const id = this.slabs.push(sab) - 1;
+    for (const w of this.workers) w.postMessage({ op: 'slab', id, sab } satisfies WorkerTask);
+    return id;
+  }
+
+  private slabView(place: SlabPlace, length: number): Buffer {
+    return Buffer.from(this.slabs[place.slab], place.offset, length);
+  }
+
   /** Hash, compress and encrypt `length` bytes of `buf` (transferred to the worker and handed back). */
   async seal(buf: ArrayBuffer, length: number): Promise<SealResult> {
     const reply = await this.run((seq) => ({ op: 'seal', seq, buf, length }), [buf]);
@@ -109,18 +136,19 @@ export class ChunkWorkers {
    * not). With `out` (transferred), the plaintext is written into it when it fits, and the result
    * is a view of it: no new buffer crosses to this thread (the caller may hand `out` back later).
    */
-  async open(name: string, blob: Buffer, expectId: string | null, out?: ArrayBuffer): Promise<Buffer> {
+  async open(name: string, blob: Buffer, expectId: string | null, out?: ArrayBuffer, into?: SlabPlace): Promise<Buffer> {
     const ab = blob.byteOffset === 0 && blob.byteLength === blob.buffer.byteLength && blob.buffer instanceof ArrayBuffer
       ? blob.buffer
       : new Uint8Array(blob).buffer;
-    const transfer = out ? [ab as ArrayBuffer, out] : [ab as ArrayBuffer];
-    const reply = await this.run((seq) => ({ op: 'open', seq, name, expectId, blob: ab as ArrayBuffer, out }), transfer);
+    const transfer = out && !into ? [ab as ArrayBuffer, out] : [ab as ArrayBuffer];
+    const reply = await this.run((seq) => ({ op: 'open', seq, name, expectId, blob: ab as ArrayBuffer, out: into ? undefined : out, into }), transfer);
     if (!reply.ok) {
       // The worker's message already names the blob and says what to do.
       if (reply.corrupt) throw new CorruptImageError(reply.error);
       throw new StillpointError(reply.error);
     }
     if ('run' in reply) throw new StillpointError('chunk worker answered a chunk with a run');
+    if (into && reply.blob === null && reply.buf === null && reply.blobLength !== undefined) return this.slabView(into, reply.blobLength);
     if (reply.blob === null && reply.buf && reply.blobLength !== undefined) return Buffer.from(reply.buf, 0, reply.blobLength);
     return Buffer.from(reply.blob!);
   }
@@ -131,18 +159,20 @@ export class ChunkWorkers {
    * plaintext goes into the matching `outs` buffer when it fits. One promise per item, so that a
    * damaged blob fails alone.
    */
-  openRun(blob: Buffer, items: RunItem[], outs: ArrayBuffer[]): Array<Promise<Buffer>> {
+  openRun(blob: Buffer, items: RunItem[], outs: ArrayBuffer[], into?: SlabPlace[]): Array<Promise<Buffer>> {
     const ab = blob.byteOffset === 0 && blob.byteLength === blob.buffer.byteLength && blob.buffer instanceof ArrayBuffer
       ? blob.buffer
       : new Uint8Array(blob).buffer;
-    const reply = this.run((seq) => ({ op: 'openRun', seq, blob: ab as ArrayBuffer, items, outs }), [ab as ArrayBuffer, ...outs], items.length);
+    const reply = into
+      ? this.run((seq) => ({ op: 'openRun', seq, blob: ab as ArrayBuffer, items, outs: [], into }), [ab as ArrayBuffer], items.length)
+      : this.run((seq) => ({ op: 'openRun', seq, blob: ab as ArrayBuffer, items, outs }), [ab as ArrayBuffer, ...outs], items.length);
     return items.map(async (_, i) => {
       const r = await reply;
       if (!r.ok) throw r.corrupt ? new CorruptImageError(r.error) : new StillpointError(r.error);
       if (!('run' in r)) throw new StillpointError('chunk worker answered a run with a single result');
       const one = r.run[i];
       if (!one.ok) throw one.corrupt ? new CorruptImageError(one.error) : new StillpointError(one.error);
-      return Buffer.from(one.buf, 0, one.length);
+      return one.buf ? Buffer.from(one.buf, 0, one.length) : this.slabView(into![i], one.length);
     });
   }
 

@@ -1,5 +1,5 @@
 /**
- * Large sequential writes and reads around the page cache (O_DIRECT), and a file's holes, through
+ * Large sequential writes around the page cache (O_DIRECT), and a file's holes, through
  * the native library in core/native (Rust, C ABI, loaded with ffi-rs; calls run on libuv's thread
  * pool).
  *
@@ -85,18 +85,6 @@ const i64 = (value: number): Param => ({ type: DataType.I64, value });
 const i32 = (value: number): Param => ({ type: DataType.I32, value });
 
 /**
- * Read up to `length` bytes at `offset` of `path` around the page cache (for large ranges of
- * files read once, such as runs of chunks out of a pack during a restore). Returns fewer bytes at
- * the end of the file; null when the native library is not available.
- */
-export async function readDirect(path: string, offset: number, length: number): Promise<Buffer | null> {
-  if (!ensureLoaded()) return null;
-  const out = Buffer.allocUnsafe(length);
-  const n = await call('read', [{ type: DataType.String, value: path }, i64(offset), { type: DataType.U8Array, value: out }, i64(length), i64(0), i64(length)], path);
-  return n === length ? out : out.subarray(0, n);
-}
-
-/**
  * The data extents of a file (SEEK_DATA / SEEK_HOLE): between them are holes, which read as
  * zeros. One extent over the whole file where the filesystem keeps no holes; null when the
  * native library is not available.
@@ -169,8 +157,8 @@ export class RunWriter {
   private readonly writing = new Set<Promise<void>>();
   private failure: unknown = null;
 
-  constructor(private readonly file: DirectFile, runBytes = 8 * 2 ** 20) {
-    this.spare = [Buffer.allocUnsafe(runBytes), Buffer.allocUnsafe(runBytes)];
+  constructor(private readonly file: DirectFile, runBytes = 8 * 2 ** 20, buffers = 2) {
+    this.spare = Array.from({ length: buffers }, () => Buffer.allocUnsafe(runBytes));
   }
 
   async write(offset: number, data: Buffer): Promise<void> {

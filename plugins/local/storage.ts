@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import createDebug from 'debug';
 import type { StorageTarget } from '../../core/contracts/storage.ts';
 import { NotFoundError } from '../../core/errors.ts';
-import { openDirectFile, readDirect } from '../../core/util/direct-io.ts';
+import { openDirectFile } from '../../core/util/direct-io.ts';
 import { syncDir } from '../../core/util/durable.ts';
 import { assertValidKey, assertValidPrefix, storageError } from '../../core/repository/storage-util.ts';
 
@@ -12,7 +12,7 @@ const debug = createDebug('stillpoint:local');
 
 /** Temporary files carry `~`, which no key may contain, so `list` never shows them. */
 const TMP_MARK = '~tmp~';
-/** Objects at least this large (pack files) are written around the page cache, and ranges of a quarter of it read so (core/util/direct-io.ts). */
+/** Objects at least this large (pack files) are written around the page cache (core/util/direct-io.ts). */
 const DIRECT_MIN = 1024 * 1024;
 
 /**
@@ -87,9 +87,6 @@ export class LocalStorage implements StorageTarget {
   async getRange(key: string, offset: number, length: number): Promise<Buffer> {
     const path = this.path(key);
     try {
-      // Large ranges (runs of chunks during a restore) are read around the page cache.
-      const direct = length >= DIRECT_MIN / 4 ? await readDirect(path, offset, length) : null;
-      if (direct) return direct;
       const handle = await open(path, 'r');
       try {
         const buf = Buffer.allocUnsafe(length);

@@ -1,5 +1,5 @@
-//! Stillpoint's direct-I/O file access, standard library only, with a C ABI for ffi-rs: a writer,
-//! ranged reads, and a file's data extents (SEEK_DATA / SEEK_HOLE).
+//! Stillpoint's direct-I/O file access, standard library only, with a C ABI for ffi-rs: a writer
+//! and a file's data extents (SEEK_DATA / SEEK_HOLE).
 //!
 //! Large sequential writes (pack files, restored disks) go around the page cache with
 //! `O_DIRECT`: the kernel neither copies them into cache pages nor throttles the writer while it
@@ -7,8 +7,8 @@
 //! The caller's bytes are copied into a page-aligned scratch buffer (O_DIRECT needs aligned
 //! memory, offsets and lengths); the unaligned tail of a write goes through a second, ordinary
 //! descriptor. Where the filesystem refuses O_DIRECT (tmpfs, some FUSE), every write is ordinary.
-//! Ranged reads of large objects (pack runs during a restore) are direct too: the aligned span is
-//! read into a scratch buffer and the wanted bytes copied out, so no page cache pages are filled.
+//! (Reads stay ordinary: a restore reads packs that may be in the page cache, and readahead serves
+//! it well when they are not; measured with scripts/bench/repository-vs-restic-borg.ts.)
 //!
 //! Every exported function returns an `i64`: >= 0 on success, or `-errno` (an OS error, e.g.
 //! -28 for ENOSPC) with a NUL-terminated UTF-8 message in the caller's `err` buffer. Errors that
@@ -190,67 +190,6 @@ fn write_all_at(f: &File, mut buf: &[u8], mut offset: u64) -> Result<()> {
 }
 
 
-/// Read up to `out.len()` bytes at `offset` from `path` around the page cache (ordinary reads
-/// where O_DIRECT is refused); returns how many bytes were read (fewer at the end of the file).
-pub fn read_at(path: &str, offset: u64, out: &mut [u8]) -> Result<usize> {
-    let direct = if O_DIRECT == 0 { None } else { OpenOptions::new().read(true).custom_flags(O_DIRECT).open(path).ok() };
-    if let Some(f) = direct {
-        let mut scratch = take_scratch();
-        let r = read_direct(&f, &mut scratch, offset, out);
-        give_scratch(scratch);
-        match r {
-            Ok(n) => return Ok(n),
-            Err(e) if e.errno == EINVAL => {} // the filesystem took the open but not the read
-            Err(e) => return Err(e),
-        }
-    }
-    let f = File::open(path).map_err(|e| Error::os(e, &format!("cannot open {path}")))?;
-    let mut done = 0usize;
-    while done < out.len() {
-        match f.read_at(&mut out[done..], offset + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::os(e, &format!("read at offset {} of {path} failed", offset + done as u64))),
-        }
-    }
-    Ok(done)
-}
-
-fn read_direct(f: &File, scratch: &mut Aligned, offset: u64, out: &mut [u8]) -> Result<usize> {
-    let mut done = 0usize;
-    while done < out.len() {
-        let want_start = offset + done as u64;
-        let start = want_start / ALIGN as u64 * ALIGN as u64;
-        let skip = (want_start - start) as usize;
-        let span = (skip + out.len() - done).div_ceil(ALIGN) * ALIGN;
-        let span = span.min(SCRATCH);
-        let buf = scratch.slice(span);
-        let mut got = 0usize;
-        while got < span {
-            match f.read_at(&mut buf[got..], start + got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::os(e, "direct read failed")),
-            }
-            if got % ALIGN != 0 {
-                break; // a short read ends at the end of the file
-            }
-        }
-        if got <= skip {
-            break;
-        }
-        let n = (got - skip).min(out.len() - done);
-        out[done..done + n].copy_from_slice(&buf[skip..skip + n]);
-        done += n;
-        if got < span {
-            break;
-        }
-    }
-    Ok(done)
-}
-
 extern "C" {
     fn lseek(fd: i32, offset: i64, whence: i32) -> i64;
 }
@@ -408,26 +347,6 @@ pub extern "C" fn stillpoint_io_close(h: i64, err: *mut u8, errlen: i64) -> i64 
 }
 
 
-/// Read `len` bytes at `off` of the file `path` into `buf` (from `bufoff`); returns the count read.
-#[no_mangle]
-pub extern "C" fn stillpoint_io_read(path: *const c_char, off: i64, buf: *mut u8, buflen: i64, bufoff: i64, len: i64, err: *mut u8, errlen: i64) -> i64 {
-    guard(err, errlen, || {
-        let path = c_path(path)?;
-        if off < 0 || buflen < 0 || bufoff < 0 || len < 0 || bufoff.checked_add(len).map_or(true, |e| e > buflen) {
-            return Err(Error::invalid(format!("buffer range [{bufoff}, {bufoff}+{len}) does not fit a buffer of {buflen} bytes")));
-        }
-        if len == 0 {
-            return Ok(0);
-        }
-        if buf.is_null() {
-            return Err(Error::invalid("buffer pointer is null"));
-        }
-        // SAFETY: the caller keeps buflen bytes at buf alive during the call.
-        let out = unsafe { std::slice::from_raw_parts_mut(buf.add(bufoff as usize), len as usize) };
-        Ok(read_at(&path, off as u64, out)? as i64)
-    })
-}
-
 /// The data extents of `path` as (offset, length) pairs of i64 LE in `out` (room for `cap`
 /// pairs); returns how many there are (call again with more room when that is more than `cap`).
 #[no_mangle]
@@ -488,21 +407,6 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
     }
 
-
-    #[test]
-    fn reads_any_range_and_stops_at_the_end() {
-        let path = format!("/var/tmp/stillpoint-io-read-{}", std::process::id());
-        let data: Vec<u8> = (0..(3 * ALIGN + 777)).map(|i| (i * 7 % 256) as u8).collect();
-        std::fs::write(&path, &data).unwrap();
-        for (off, len) in [(0usize, 10usize), (5, 4096), (4095, 2), (100, 3 * ALIGN), (3 * ALIGN, 777), (3 * ALIGN + 700, 500)] {
-            let mut out = vec![0u8; len];
-            let n = read_at(&path, off as u64, &mut out).unwrap();
-            let end = (off + len).min(data.len());
-            assert_eq!(n, end - off, "read at {off} of {len}");
-            assert_eq!(&out[..n], &data[off..end]);
-        }
-        std::fs::remove_file(&path).unwrap();
-    }
 
     #[test]
     fn extents_of_a_sparse_file() {
