@@ -10,6 +10,6 @@ import type { RepositoryConfig } from './options.ts';
  * Takes no lock: the coordinator holds the writer lock for the restore point.
  */
 export async function openRepositoryData(storage: StorageTarget, config: RepositoryConfig, opts: Omit<OpenRepositoryOptions, 'create'> = {}): Promise<RepositoryData> {
-  const repo = await openRepository(storage, config, { ...opts, create: false });
+  const repo = await openRepository(storage, config, { loadIndex: true, ...opts, create: false });
   return repo.data;
 }

@@ -114,7 +114,20 @@ export class PackIndex {
     return this.syncing;
   }
 
+  /** Index blobs fetched ahead (`prefetchPackIndexes`), not yet decoded. */
+  private fetched: Map<string, Promise<Buffer>> | null = null;
+  private fetching: Promise<Map<string, Promise<Buffer>>> | null = null;
+
+  /** Use index blobs fetched before the keys were known (the next `sync` decodes them). */
+  adopt(fetching: Promise<Map<string, Promise<Buffer>>>): void {
+    this.fetching = fetching.catch(() => new Map());
+  }
+
   private async load(): Promise<void> {
+    if (this.fetching) {
+      this.fetched = await this.fetching;
+      this.fetching = null;
+    }
     const listed = new Set((await this.storage.list(keys.packIndexPrefix)).map((k) => k.slice(keys.packIndexPrefix.length)));
     for (const pack of [...this.byPack.keys()]) if (!listed.has(pack)) this.drop(pack);
     for (const key of [...this.damaged.keys()]) if (!listed.has(key)) this.damaged.delete(key);
@@ -125,7 +138,10 @@ export class PackIndex {
         const pack = fresh[next++];
         const key = keys.packIndex(pack);
         try {
-          const plain = this.codec.open(key, await this.storage.get(key));
+          const ahead = this.fetched?.get(pack);
+          this.fetched?.delete(pack);
+          const blob = ahead ? await ahead.catch(() => this.storage.get(key)) : await this.storage.get(key);
+          const plain = this.codec.open(key, blob);
           this.add(pack, decodePackIndex(plain, key));
           this.damaged.delete(pack);
         } catch (error) {
@@ -138,6 +154,20 @@ export class PackIndex {
     await Promise.all(Array.from({ length: Math.min(8, fresh.length) }, lane));
     if (fresh.length) debug('pack index: %d packs, %d chunks (%d loaded now)', this.byPack.size, this.byChunk.size, fresh.length);
   }
+}
+
+/**
+ * Start fetching every stored pack index (the blobs, not decoded): done while the repository
+ * derives its keys from the passphrase, then handed to `PackIndex.adopt`.
+ */
+export async function prefetchPackIndexes(storage: RetryingStorage): Promise<Map<string, Promise<Buffer>>> {
+  const fetched = new Map<string, Promise<Buffer>>();
+  for (const key of await storage.list(keys.packIndexPrefix)) {
+    const blob = storage.get(key);
+    blob.catch(() => undefined);
+    fetched.set(key.slice(keys.packIndexPrefix.length), blob);
+  }
+  return fetched;
 }
 
 /**

@@ -22,6 +22,7 @@ import {
   type StoredConfig,
 } from './format.ts';
 import { createKeyFile, openKeyFile, type ScryptParams } from './keys.ts';
+import { prefetchPackIndexes } from './packs.ts';
 import { ProcessWriterLock, type LockOptions } from './lock.ts';
 import type { RepositoryConfig } from './options.ts';
 import { RetryingStorage, type RetryPolicy } from './storage-util.ts';
@@ -51,6 +52,11 @@ export interface OpenRepositoryOptions {
   lock?: LockOptions;
   /** Target size of a pack file (default 16 MiB; tests use small ones). */
   packSize?: number;
+  /**
+   * Load the pack index at once (a backup or a restore needs it; listing restore points does
+   * not): fetched while the keys are derived from the passphrase, decoded in the background.
+   */
+  loadIndex?: boolean;
 }
 
 /** Where to find the passphrase, per the config; undefined when the config asks for no encryption. */
@@ -86,6 +92,7 @@ export async function openRepository(storage: StorageTarget, config: RepositoryC
     throw error;
   });
   let repoKeys: RepositoryKeys | null = null;
+  let indexes: Promise<Map<string, Promise<Buffer>>> | null = null;
   // Start the chunk workers now: they load while the key is derived.
   const started = stored ? new ChunkWorkers(undefined, stored.compression.level, opts.workers) : undefined;
   try {
@@ -120,6 +127,11 @@ export async function openRepository(storage: StorageTarget, config: RepositoryC
       if (!passphrase) {
         throw new ConfigError(['the repository is encrypted: configure repository.encryption.passphraseEnv or passphraseFile (or pass a passphrase)'], { where });
       }
+      if (opts.loadIndex) {
+        // While scrypt runs (~0.1 s), fetch the pack indexes; they are decoded once the keys are known.
+        indexes = prefetchPackIndexes(rs);
+        indexes.catch(() => undefined);
+      }
       for (const key of await rs.list(keys.keysPrefix)) {
         const raw = JSON.parse((await rs.get(key)).toString('utf8'));
         repoKeys = await openKeyFile(stored.id, raw, passphrase, `${storage.name}:${key}`);
@@ -132,6 +144,11 @@ export async function openRepository(storage: StorageTarget, config: RepositoryC
     throw error;
   }
   const data = new RepositoryData(rs, stored, repoKeys, { workers: opts.workers, retry: opts.retry, started, packSize: opts.packSize });
+  if (opts.loadIndex) {
+    if (indexes) data.packIndex.adopt(indexes);
+    // Decoded in the background while the caller goes on (a restore point's lock, the previous one).
+    data.packIndex.sync().catch(() => undefined);
+  }
   return new Repository(data, opts);
 }
 
@@ -237,12 +254,18 @@ export class Repository {
   /** Every manifest, oldest first (by point-in-time, then id). */
   async manifests(filter: { job?: string; vm?: string } = {}): Promise<Manifest[]> {
     const out: Manifest[] = [];
-    for (const id of await this.manifestIds()) {
-      const m = await this.manifest(id);
-      if (filter.job && m.job !== filter.job) continue;
-      if (filter.vm && m.vm.id !== filter.vm && m.vm.name !== filter.vm) continue;
-      out.push(m);
-    }
+    const ids = await this.manifestIds();
+    // Several at a time: a repository holds hundreds of restore points, each a get and a decrypt.
+    let next = 0;
+    const lane = async () => {
+      while (next < ids.length) {
+        const m = await this.manifest(ids[next++]);
+        if (filter.job && m.job !== filter.job) continue;
+        if (filter.vm && m.vm.id !== filter.vm && m.vm.name !== filter.vm) continue;
+        out.push(m);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(8, ids.length) }, lane));
     return out.sort((a, b) => Date.parse(a.time) - Date.parse(b.time) || a.id.localeCompare(b.id));
   }
 
