@@ -31,6 +31,8 @@ const { values } = parseArgs({
     'chunk-sizes': { type: 'string', default: '' },
     dir: { type: 'string', default: '/var/tmp/stillpoint-bench' },
     keep: { type: 'boolean', default: false },
+    // Only Stillpoint (no ratios): for a quick look while working on it.
+    'stillpoint-only': { type: 'boolean', default: false },
   },
 });
 const SIZE = Number(values['size-gib']) * 2 ** 30;
@@ -213,9 +215,10 @@ async function main(): Promise<void> {
       restore: () => measure('node', [stillpoint, 'restore', repo, join(restoreOut, `stillpoint-${label}.img`)], { STILLPOINT_PASSPHRASE: PASS }),
     });
   }
+  const only = values['stillpoint-only'];
   const resticRepo = join(DIR, 'restic');
   const resticEnv = { RESTIC_PASSWORD: PASS, RESTIC_REPOSITORY: resticRepo, RESTIC_CACHE_DIR: join(DIR, 'restic-cache') };
-  tools.push({
+  if (!only) tools.push({
     name: 'restic',
     repo: resticRepo,
     init: () => void measure('restic', ['init', '--repository-version', '2'], resticEnv),
@@ -224,7 +227,7 @@ async function main(): Promise<void> {
   });
   const borgRepo = join(DIR, 'borg');
   const borgEnv = { BORG_PASSPHRASE: PASS, BORG_BASE_DIR: join(DIR, 'borg-home'), BORG_RELOCATED_REPO_ACCESS_IS_OK: 'yes' };
-  tools.push({
+  if (!only) tools.push({
     name: 'borg',
     repo: borgRepo,
     init: () => void measure('borg', ['init', '--encryption', 'repokey', borgRepo], borgEnv),
@@ -287,25 +290,28 @@ async function main(): Promise<void> {
   for (const r of rows) {
     console.log(`| ${r.tool} | ${r.step} | ${r.seconds.toFixed(2)} | ${(SIZE / MiB / r.seconds).toFixed(0)} | ${r.peakMiB.toFixed(0)} | ${(r.repoBytes / MiB).toFixed(0)} | ${r.step === 'restore' ? '' : r.note} |`);
   }
-  console.log('\nRatios (Stillpoint vs the faster / smaller of restic and borg; targets from issue 8):');
-  console.log('| stillpoint | step | speed-up (target) | repo size or growth vs ref (target) | peak RSS MiB (<= 512) |');
-  console.log('|---|---|---:|---:|---:|');
-  for (const t of tools.filter((x) => x.name.startsWith('stillpoint'))) {
-    for (const { step } of [...steps, { step: 'restore' }]) {
-      const mine = get(t.name, step);
-      const fastest = Math.min(...refs.map((r) => get(r, step).seconds));
-      const target = step === 'full' ? 3 : step === 'restore' ? 2 : 10;
-      let size = '';
-      if (step === 'full') {
-        const smallest = Math.min(...refs.map((r) => get(r, step).repoBytes));
-        size = `${(mine.repoBytes / smallest).toFixed(3)} x smallest (<= 1.10)`;
-      } else if (step.startsWith('incremental')) {
-        const growth = (tool: string) => get(tool, step).repoBytes - get(tool, steps[steps.findIndex((s) => s.step === step) - 1].step).repoBytes;
-        size = `${(growth(t.name) / growth('restic')).toFixed(3)} x restic's growth (<= 1.00)`;
+  function printRatios(): void {
+    console.log('\nRatios (Stillpoint vs the faster / smaller of restic and borg; targets from issue 8):');
+    console.log('| stillpoint | step | speed-up (target) | repo size or growth vs ref (target) | peak RSS MiB (<= 512) |');
+    console.log('|---|---|---:|---:|---:|');
+    for (const t of tools.filter((x) => x.name.startsWith('stillpoint'))) {
+      for (const { step } of [...steps, { step: 'restore' }]) {
+        const mine = get(t.name, step);
+        const fastest = Math.min(...refs.map((r) => get(r, step).seconds));
+        const target = step === 'full' ? 3 : step === 'restore' ? 2 : 10;
+        let size = '';
+        if (step === 'full') {
+          const smallest = Math.min(...refs.map((r) => get(r, step).repoBytes));
+          size = `${(mine.repoBytes / smallest).toFixed(3)} x smallest (<= 1.10)`;
+        } else if (step.startsWith('incremental')) {
+          const growth = (tool: string) => get(tool, step).repoBytes - get(tool, steps[steps.findIndex((s) => s.step === step) - 1].step).repoBytes;
+          size = `${(growth(t.name) / growth('restic')).toFixed(3)} x restic's growth (<= 1.00)`;
+        }
+        console.log(`| ${t.name} | ${step} | ${(fastest / mine.seconds).toFixed(2)} x (>= ${target}) | ${size} | ${mine.peakMiB.toFixed(0)} |`);
       }
-      console.log(`| ${t.name} | ${step} | ${(fastest / mine.seconds).toFixed(2)} x (>= ${target}) | ${size} | ${mine.peakMiB.toFixed(0)} |`);
     }
   }
+  if (!only) printRatios();
   if (!values.keep) {
     for (const p of [...tools.map((t) => t.repo), join(DIR, 'restic-cache'), join(DIR, 'borg-home'), restoreOut, image]) rmSync(p, { recursive: true, force: true });
   }
