@@ -69,8 +69,10 @@ function measure(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}, cwd?:
 }
 
 /**
- * Touch (and free) as much memory as the runs will fill with new page cache, so that no tool pays
- * for the first use of guest memory (in a VM that is several times slower than later uses).
+ * Touch (and free) as much memory as a run will fill, right before each run of each tool, so that
+ * no tool pays for the first use of guest memory: in a VM that hands freed memory back to its host,
+ * touching it again is several times slower, and that weighs on a sub-second run (a third of it)
+ * far more than on a ten-second one.
  */
 function warmUp(): void {
   const scratch = join(DIR, 'warm-up');
@@ -241,7 +243,6 @@ async function main(): Promise<void> {
   for (const p of [...tools.map((t) => t.repo), join(DIR, 'restic-cache'), join(DIR, 'borg-home'), restoreOut]) rmSync(p, { recursive: true, force: true });
   mkdirSync(restoreOut, { recursive: true });
   tools.forEach((t) => t.init());
-  warmUp();
 
   execFileSync('cp', ['--sparse=always', pristine, image]);
   const steps: Array<{ step: string; changed: string | null }> = [{ step: 'full', changed: null }];
@@ -254,6 +255,7 @@ async function main(): Promise<void> {
       console.log(`${step}: changed ${ranges.length} scattered 1 MiB places (${((ranges.length * MiB) / SIZE * 100).toFixed(1)}%)`);
     }
     for (const t of tools) {
+      warmUp();
       execFileSync('sync'); // no dirty pages of the image or another tool's repository left to flush
       execFileSync('sh', ['-c', `cat ${image} > /dev/null`]); // every tool reads the image from the page cache
       const before = existsSync(t.repo) ? du(t.repo) : 0;
@@ -263,8 +265,8 @@ async function main(): Promise<void> {
       console.log(`${t.name.padEnd(20)} ${step.padEnd(14)} ${m.seconds.toFixed(2)} s  ${(SIZE / MiB / m.seconds).toFixed(0)} MiB/s of disk  peak ${m.peakMiB.toFixed(0)} MiB  repo ${(after / MiB).toFixed(0)} MiB (+${((after - before) / MiB).toFixed(1)})`);
     }
   }
-  warmUp();
   for (const t of tools) {
+    warmUp();
     execFileSync('sync');
     const m = t.restore();
     rows.push({ tool: t.name, step: 'restore', seconds: m.seconds, peakMiB: m.peakMiB, repoBytes: du(t.repo) });
