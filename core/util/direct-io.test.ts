@@ -2,7 +2,7 @@ import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { dataExtents, openDirectFile } from './direct-io.ts';
+import { dataExtents, openDirectFile, RunWriter } from './direct-io.ts';
 
 // A directory on a disk-backed filesystem (the test runner's tmpdir may be a tmpfs).
 const base = mkdtempSync('/var/tmp/stillpoint-direct-io-');
@@ -74,4 +74,40 @@ test('data extents of a sparse file: the written places, not the holes', async (
   t.log(`${extents.length} extents, ${total} bytes of 64 MiB`);
   t.true(total < 8 * 2 ** 20, 'holes are not reported as data on a filesystem with holes');
   t.true(extents.every((e, i) => i === 0 || e.offset >= extents[i - 1].offset + extents[i - 1].length), 'in order, not overlapping');
+});
+
+test('run writer: neighbouring writes become one run, a gap starts another, callers may reuse their buffers at once', async (t) => {
+  const path = join(base, 'runs');
+  const file = await openDirectFile(path, { exclusive: true });
+  if (!file) {
+    if (process.env.CI === 'true') t.fail('the native direct-I/O library is not built');
+    t.pass();
+    return;
+  }
+  const writes: Array<[number, number]> = [];
+  const counting: typeof file = { ...file, direct: file.direct, write: (offset, data) => (writes.push([offset, data.length]), file.write(offset, data)) };
+  const runs = new RunWriter(counting, 1024 * 1024);
+  const want = Buffer.alloc(4 * 1024 * 1024);
+  const chunk = Buffer.alloc(256 * 1024);
+  // 0..1 MiB in four pieces (one run), a hole at 1..2 MiB, then 2..3.5 MiB (two runs: 1 MiB + 0.5 MiB).
+  for (const offset of [0, 1, 2, 3, 8, 9, 10, 11, 12, 13].map((i) => i * 256 * 1024)) {
+    chunk.fill(offset / 65536 + 1);
+    chunk.copy(want, offset);
+    await runs.write(offset, chunk); // the same buffer every time: copied before write resolves
+  }
+  await runs.drain();
+  await file.truncate(want.length);
+  await file.close();
+  t.deepEqual(writes, [[0, 1024 * 1024], [2 * 1024 * 1024, 1024 * 1024], [3 * 1024 * 1024, 512 * 1024]]);
+  t.true(readFileSync(path).equals(want));
+});
+
+test('run writer: a failed write is rethrown by the next write and by drain', async (t) => {
+  const failing = { direct: true, write: async () => { throw Object.assign(new Error('no space left'), { code: 'ENOSPC' }); }, truncate: async () => {}, sync: async () => {}, close: async () => {} };
+  const runs = new RunWriter(failing, 64 * 1024);
+  await runs.write(0, Buffer.alloc(64 * 1024));
+  // Flushes the first run, which fails (this write may already see it).
+  await runs.write(64 * 1024, Buffer.alloc(64 * 1024)).catch(() => undefined);
+  await t.throwsAsync(() => runs.drain(), { message: /no space left/ });
+  await t.throwsAsync(() => runs.write(128 * 1024, Buffer.alloc(1024)), { message: /no space left/ });
 });
