@@ -14,10 +14,12 @@ let codec = new BlobCodec({ keys, compressionLevel: init.compressionLevel });
 const port = parentPort!;
 
 /** Slabs shared by the main thread (`ChunkWorkers.shareSlab`). */
-const slabs: SharedArrayBuffer[] = [];
+const slabs: Array<SharedArrayBuffer | null> = [];
 
 function slabView(place: SlabPlace): Uint8Array {
-  return new Uint8Array(slabs[place.slab], place.offset, place.length);
+  const sab = slabs[place.slab];
+  if (!sab) throw new Error(`slab ${place.slab} is not shared with this worker`);
+  return new Uint8Array(sab, place.offset, place.length);
 }
 
 /** The plaintext in its slab place (copied there when the codec could not write it in place). */

@@ -343,6 +343,7 @@ export class RepositoryData {
 
   private releaseSlab(sab: SharedArrayBuffer): void {
     if (this.freeSlabs.length < 2) this.freeSlabs.push(sab);
+    else this.workers.unshareSlab(sab);
   }
 
   /** Decrypt, decompress (and check) a chunk's blob read from its pack. */

@@ -13,7 +13,7 @@ export interface WorkerInit {
 export type WorkerTask =
   | { op: 'keys'; keys: { encKey: Uint8Array; idKey: Uint8Array } | null }
   | { op: 'seal'; seq: number; buf: ArrayBuffer; length: number }
-  | { op: 'slab'; id: number; sab: SharedArrayBuffer }
+  | { op: 'slab'; id: number; sab: SharedArrayBuffer | null }
   | { op: 'open'; seq: number; name: string; expectId: string | null; blob: ArrayBuffer; out?: ArrayBuffer; into?: SlabPlace }
   | { op: 'openRun'; seq: number; blob: ArrayBuffer; items: RunItem[]; outs: ArrayBuffer[]; into?: SlabPlace[] };
 
@@ -107,7 +107,7 @@ export class ChunkWorkers {
     return this.workers.length;
   }
 
-  private readonly slabs: SharedArrayBuffer[] = [];
+  private readonly slabs: Array<SharedArrayBuffer | null> = [];
 
   /** Share `sab` with every worker (once); returns its id for `SlabPlace`s. */
   shareSlab(sab: SharedArrayBuffer): number {
@@ -118,8 +118,16 @@ export class ChunkWorkers {
     return id;
   }
 
+  /** Let go of a slab no task uses any more (the workers drop it too). */
+  unshareSlab(sab: SharedArrayBuffer): void {
+    const id = this.slabs.indexOf(sab);
+    if (id < 0) return;
+    this.slabs[id] = null;
+    for (const w of this.workers) w.postMessage({ op: 'slab', id, sab: null } satisfies WorkerTask);
+  }
+
   private slabView(place: SlabPlace, length: number): Buffer {
-    return Buffer.from(this.slabs[place.slab], place.offset, length);
+    return Buffer.from(this.slabs[place.slab]!, place.offset, length);
   }
 
   /** Hash, compress and encrypt `length` bytes of `buf` (transferred to the worker and handed back). */

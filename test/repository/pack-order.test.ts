@@ -7,7 +7,7 @@ import { RawFileDisk } from '../../core/repository/index.ts';
 import { tableEntry } from '../../core/repository/format.ts';
 import { fixture, meta, MiB, mixedImage, writeImage } from './helpers.ts';
 
-test('chunks go into packs in disk order, and a restore reads neighbouring chunks with one ranged read; a damaged chunk in a run is named alone', async (t) => {
+test('chunks go into packs in disk order, and a restore reads neighbouring chunks with one ranged read; restores at once; a damaged chunk in a run is named alone', async (t) => {
   const f = await fixture();
   try {
     const repo = await f.open({ passphrase: 'pw', packSize: 4 * MiB });
@@ -45,6 +45,11 @@ test('chunks go into packs in disk order, and a restore reads neighbouring chunk
     const chunks = manifest.disks[0].dataChunks;
     t.log(`${chunks} chunks restored with ${ranged} ranged reads`);
     t.true(ranged * 4 <= chunks, `${ranged} ranged reads for ${chunks} chunks`);
+
+    // Restores at once in one process each decode into their own slab.
+    const outs = [1, 2, 3].map((n) => join(f.dir, `at-once-${n}.img`));
+    await Promise.all(outs.map((out) => repo.restoreDisk(id, 'scsi0-0', out)));
+    for (const out of outs) t.true((await readFile(out)).equals(image), out);
 
     // Damage one chunk in the middle of a pack: the restore names that chunk, not its neighbours.
     const victim = tableEntry(table, 20)!;
