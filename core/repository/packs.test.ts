@@ -76,3 +76,48 @@ test('pack builder: packs of the target size, durable with their index before th
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('pack index: finds every chunk among many, the latest pack wins for a chunk stored twice, a dropped pack\'s chunks held elsewhere stay found', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'stillpoint-packindex-'));
+  try {
+    const storage = new RetryingStorage(new LocalStorage(dir));
+    const codec = new BlobCodec({ keys: null, compressionLevel: 1 });
+    const index = new PackIndex(storage, codec);
+    // 50 packs of 2000 chunks: the table grows several times.
+    const all: string[][] = [];
+    for (let p = 0; p < 50; p++) {
+      const entries = Array.from({ length: 2000 }, (_, i) => ({ id: id(), offset: i * 100, length: 100 }));
+      index.add(`pack${p}`, entries);
+      all.push(entries.map((e) => e.id));
+    }
+    t.is(index.size, 100_000);
+    for (const [p, ids] of all.entries()) {
+      for (const [i, c] of ids.entries()) {
+        const at = index.get(c);
+        if (!at || at.pack !== `pack${p}` || at.offset !== i * 100) {
+          t.fail(`chunk ${i} of pack ${p}: ${JSON.stringify(at)}`);
+          return;
+        }
+      }
+    }
+    t.is(index.get(id()), undefined, 'an unknown chunk');
+    t.is(index.get('not a chunk name'), undefined);
+    // A chunk stored again in a later pack (gc repacking): found there; the old pack dropped: still found.
+    const moved = all[7][5];
+    index.add('repacked', [{ id: moved, offset: 40, length: 100 }]);
+    t.deepEqual(index.get(moved), { pack: 'repacked', offset: 40, length: 100 });
+    t.is(index.size, 100_000);
+    t.deepEqual(index.packs.get('repacked'), [{ id: moved, offset: 40, length: 100 }]);
+    t.is(index.packs.size, 51);
+    // A sync drops the packs whose indexes are gone from the storage target (here: all but the
+    // repacked one), and the chunk that moved is still found where it is now.
+    const repackedKey = keys.packIndex('repacked');
+    await storage.put(repackedKey, codec.seal(repackedKey, encodePackIndex([{ id: moved, offset: 40, length: 100 }])));
+    await index.sync();
+    t.is(index.size, 1);
+    t.deepEqual(index.get(moved), { pack: 'repacked', offset: 40, length: 100 });
+    t.is(index.get(all[7][6]), undefined);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

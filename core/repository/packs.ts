@@ -49,16 +49,54 @@ export function encodePackIndex(entries: PackEntry[]): Buffer {
 }
 
 export function decodePackIndex(buf: Buffer, where: string): PackEntry[] {
+  return decodeEntries(packIndexEntries(buf, where));
+}
+
+/** The entries of a pack index, checked, in their binary form (count x 40 bytes). */
+export function packIndexEntries(buf: Buffer, where: string): Buffer {
   if (buf.length < 8 || !buf.subarray(0, 3).equals(PACK_INDEX_MAGIC)) throw new CorruptImageError('not a pack index (bad magic)', { where, hint: 'run `stillpoint verify --deep`' });
   if (buf[3] !== PACK_INDEX_VERSION) throw new CorruptImageError(`pack index version ${buf[3]} is not supported`, { where, hint: 'upgrade Stillpoint' });
   const count = buf.readUInt32LE(4);
   if (buf.length !== 8 + count * ENTRY) throw new CorruptImageError(`pack index is ${buf.length} bytes, expected ${8 + count * ENTRY} for ${count} entries`, { where });
+  return buf.subarray(8);
+}
+
+function decodeEntries(raw: Buffer): PackEntry[] {
   const out: PackEntry[] = [];
-  for (let i = 0; i < count; i++) {
-    const at = 8 + i * ENTRY;
-    out.push({ id: buf.toString('hex', at, at + 32), offset: buf.readUInt32LE(at + 32), length: buf.readUInt32LE(at + 36) });
+  for (let at = 0; at < raw.length; at += ENTRY) {
+    out.push({ id: raw.toString('hex', at, at + 32), offset: raw.readUInt32LE(at + 32), length: raw.readUInt32LE(at + 36) });
   }
   return out;
+}
+
+/** `PackIndex.packs`: each pack's entries, decoded from their binary form when asked for. */
+class PacksView implements ReadonlyMap<string, PackEntry[]> {
+  constructor(private readonly packNo: ReadonlyMap<string, number>, private readonly raw: ReadonlyArray<Buffer | null>) {}
+  get size(): number {
+    return this.packNo.size;
+  }
+  get(pack: string): PackEntry[] | undefined {
+    const p = this.packNo.get(pack);
+    return p === undefined ? undefined : decodeEntries(this.raw[p]!);
+  }
+  has(pack: string): boolean {
+    return this.packNo.has(pack);
+  }
+  keys(): MapIterator<string> {
+    return this.packNo.keys();
+  }
+  *values(): MapIterator<PackEntry[]> {
+    for (const pack of this.packNo.keys()) yield this.get(pack)!;
+  }
+  *entries(): MapIterator<[string, PackEntry[]]> {
+    for (const pack of this.packNo.keys()) yield [pack, this.get(pack)!];
+  }
+  [Symbol.iterator](): MapIterator<[string, PackEntry[]]> {
+    return this.entries();
+  }
+  forEach(fn: (value: PackEntry[], key: string, map: ReadonlyMap<string, PackEntry[]>) => void): void {
+    for (const [k, v] of this.entries()) fn(v, k, this);
+  }
 }
 
 export function newPackId(): string {
@@ -69,36 +107,119 @@ export function newPackId(): string {
  * Where each chunk is: the union of every pack index in the repository, kept in memory and brought
  * up to date with `sync()` (new indexes are loaded, removed ones dropped). An index that cannot be
  * read is remembered in `damaged` (its chunks count as missing; gc leaves its pack alone).
+ *
+ * Compact, because it grows with the repository (a TiB of disk is four million 256 KiB chunks):
+ * each pack's entries stay in their binary form (40 bytes a chunk), found through an
+ * open-addressing table of (pack, entry) numbers keyed by the chunk name's first bytes (names are
+ * hashes, so evenly spread): about 56 bytes a chunk, where a Map of strings and objects took 190.
  */
 export class PackIndex {
-  private readonly byChunk = new Map<string, ChunkLocation>();
-  private readonly byPack = new Map<string, PackEntry[]>();
+  /** Pack number -> pack id, and its entries as stored (40 bytes each); null once dropped. */
+  private readonly packIds: Array<string | null> = [];
+  private readonly raw: Array<Buffer | null> = [];
+  private readonly packNo = new Map<string, number>();
+  /** Open addressing: slot -> pack number and entry number (-1: empty). */
+  private slotPack = new Int32Array(1024).fill(-1);
+  private slotEntry = new Int32Array(1024);
+  private chunks = 0;
+  private readonly probe = Buffer.alloc(32);
   readonly damaged = new Map<string, string>();
   private syncing: Promise<void> | null = null;
   private syncedAt = 0;
 
   constructor(private readonly storage: RetryingStorage, private readonly codec: BlobCodec) {}
 
-  get(id: string): ChunkLocation | undefined {
-    return this.byChunk.get(id);
+  /** How many chunks are indexed. */
+  get size(): number {
+    return this.chunks;
   }
 
-  /** Every pack with an index, and its entries. */
+  get(id: string): ChunkLocation | undefined {
+    if (id.length !== 64) return undefined;
+    this.probe.write(id, 'hex');
+    const mask = this.slotPack.length - 1;
+    for (let slot = this.probe.readUInt32BE(0) & mask; ; slot = (slot + 1) & mask) {
+      const p = this.slotPack[slot];
+      if (p < 0) return undefined;
+      const raw = this.raw[p]!;
+      const at = this.slotEntry[slot] * ENTRY;
+      if (raw.compare(this.probe, 0, 32, at, at + 32) === 0) {
+        return { pack: this.packIds[p]!, offset: raw.readUInt32LE(at + 32), length: raw.readUInt32LE(at + 36) };
+      }
+    }
+  }
+
+  /** Every pack with an index, and its entries (decoded when asked for). */
   get packs(): ReadonlyMap<string, PackEntry[]> {
-    return this.byPack;
+    return new PacksView(this.packNo, this.raw);
   }
 
   /** Record a pack whose pack object and index are durable. */
   add(pack: string, entries: PackEntry[]): void {
-    this.byPack.set(pack, entries);
-    for (const e of entries) this.byChunk.set(e.id, { pack, offset: e.offset, length: e.length });
+    this.addRaw(pack, encodePackIndex(entries).subarray(8));
   }
 
-  private drop(pack: string): void {
-    for (const e of this.byPack.get(pack) ?? []) {
-      if (this.byChunk.get(e.id)?.pack === pack) this.byChunk.delete(e.id);
+  private addRaw(pack: string, entries: Buffer): void {
+    if (this.packNo.has(pack)) this.dropAll([pack]);
+    const p = this.packIds.push(pack) - 1;
+    this.raw.push(Buffer.from(entries)); // its own copy: not a view holding a larger buffer alive
+    this.packNo.set(pack, p);
+    const count = entries.length / ENTRY;
+    this.reserve(this.chunks + count);
+    for (let e = 0; e < count; e++) this.insert(p, e);
+  }
+
+  /** Place entry `e` of pack `p`; a chunk already indexed now points to this pack (the latest). */
+  private insert(p: number, e: number): void {
+    const raw = this.raw[p]!;
+    const at = e * ENTRY;
+    const mask = this.slotPack.length - 1;
+    for (let slot = raw.readUInt32BE(at) & mask; ; slot = (slot + 1) & mask) {
+      const q = this.slotPack[slot];
+      if (q < 0) {
+        this.slotPack[slot] = p;
+        this.slotEntry[slot] = e;
+        this.chunks++;
+        return;
+      }
+      const other = this.raw[q]!;
+      const ot = this.slotEntry[slot] * ENTRY;
+      if (other.compare(raw, at, at + 32, ot, ot + 32) === 0) {
+        this.slotPack[slot] = p;
+        this.slotEntry[slot] = e;
+        return;
+      }
     }
-    this.byPack.delete(pack);
+  }
+
+  /** Room for `n` chunks at a load of at most one half. */
+  private reserve(n: number): void {
+    if (n * 2 <= this.slotPack.length) return;
+    let capacity = this.slotPack.length;
+    while (n * 2 > capacity) capacity *= 2;
+    this.rebuild(capacity);
+  }
+
+  private rebuild(capacity = this.slotPack.length): void {
+    this.slotPack = new Int32Array(capacity).fill(-1);
+    this.slotEntry = new Int32Array(capacity);
+    this.chunks = 0;
+    this.raw.forEach((raw, p) => {
+      if (raw) for (let e = 0; e < raw.length / ENTRY; e++) this.insert(p, e);
+    });
+  }
+
+  private dropAll(packs: string[]): void {
+    if (packs.length === 0) return;
+    for (const pack of packs) {
+      const p = this.packNo.get(pack);
+      if (p === undefined) continue;
+      this.packNo.delete(pack);
+      this.packIds[p] = null;
+      this.raw[p] = null;
+    }
+    // A chunk also held by a pack that stays is found there again.
+    this.rebuild();
   }
 
   /**
@@ -129,9 +250,9 @@ export class PackIndex {
       this.fetching = null;
     }
     const listed = new Set((await this.storage.list(keys.packIndexPrefix)).map((k) => k.slice(keys.packIndexPrefix.length)));
-    for (const pack of [...this.byPack.keys()]) if (!listed.has(pack)) this.drop(pack);
+    this.dropAll([...this.packNo.keys()].filter((pack) => !listed.has(pack)));
     for (const key of [...this.damaged.keys()]) if (!listed.has(key)) this.damaged.delete(key);
-    const fresh = [...listed].filter((p) => !this.byPack.has(p));
+    const fresh = [...listed].filter((p) => !this.packNo.has(p));
     let next = 0;
     const lane = async () => {
       while (next < fresh.length) {
@@ -142,7 +263,7 @@ export class PackIndex {
           this.fetched?.delete(pack);
           const blob = ahead ? await ahead.catch(() => this.storage.get(key)) : await this.storage.get(key);
           const plain = this.codec.open(key, blob);
-          this.add(pack, decodePackIndex(plain, key));
+          this.addRaw(pack, packIndexEntries(plain, key));
           this.damaged.delete(pack);
         } catch (error) {
           if (error instanceof NotFoundError) continue; // removed meanwhile (gc)
@@ -152,7 +273,7 @@ export class PackIndex {
       }
     };
     await Promise.all(Array.from({ length: Math.min(8, fresh.length) }, lane));
-    if (fresh.length) debug('pack index: %d packs, %d chunks (%d loaded now)', this.byPack.size, this.byChunk.size, fresh.length);
+    if (fresh.length) debug('pack index: %d packs, %d chunks (%d loaded now)', this.packNo.size, this.chunks, fresh.length);
   }
 }
 
