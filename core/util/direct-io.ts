@@ -1,7 +1,7 @@
 /**
  * Large sequential writes around the page cache (O_DIRECT), and a file's holes, through
- * the native library in core/native (Rust, C ABI, loaded with ffi-rs; calls run on libuv's thread
- * pool).
+ * the native library in core/native (Rust, C ABI; calls through core/util/native.ts run on
+ * libuv's thread pool).
  *
  * Pack files and restored disks are written once and not read back soon: copying them into page
  * cache pages costs the kernel as much CPU as hashing them, and once the cache holds gigabytes of
@@ -14,34 +14,32 @@ import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import createDebug from 'debug';
-import { DataType, load, open } from 'ffi-rs';
+import { NativeLibrary, p } from './native.ts';
 
 const debug = createDebug('stillpoint:io');
-const LIB = 'stillpoint_io';
-const ERR_LEN = 1024;
 const CREATE_NEW = 1;
 const TRUNCATE = 2;
 
 const errnoNames = new Map<number, string>(Object.entries(constants.errno).map(([name, n]) => [n, name]));
 
-let state: 'unloaded' | 'loaded' | 'missing' = 'unloaded';
-
-function ensureLoaded(): boolean {
-  if (state !== 'unloaded') return state === 'loaded';
-  if (process.env.STILLPOINT_DIRECT_IO === '0') {
-    state = 'missing';
-    return false;
-  }
-  const path = libraryPath();
-  if (!path) {
-    debug('direct I/O library not built (core/native/target/release): ordinary writes');
-    state = 'missing';
-    return false;
-  }
-  open({ library: LIB, path });
-  state = 'loaded';
-  return true;
-}
+const library = new NativeLibrary({
+  name: 'stillpoint_io',
+  locate() {
+    if (process.env.STILLPOINT_DIRECT_IO === '0') return null;
+    const path = libraryPath();
+    if (!path) debug('direct I/O library not built (core/native/target/release): ordinary writes');
+    return path;
+  },
+  // Like node:fs errors: the OS's code (ENOSPC, EIO, EACCES...) and the path.
+  toError(code, message, path) {
+    const error = new Error(`${message} (${path})`) as NodeJS.ErrnoException;
+    error.code = errnoNames.get(-code) ?? `E${-code}`;
+    error.errno = code;
+    error.path = path;
+    return error;
+  },
+  errLen: 1024,
+});
 
 /** core/native's build output, looked for upwards from this module (in the sources, or in a bundle under the project). */
 function libraryPath(): string | null {
@@ -56,52 +54,17 @@ function libraryPath(): string | null {
   return null;
 }
 
-type Param = { type: DataType; value: unknown };
-
-async function call(fn: string, params: Param[], path: string): Promise<number> {
-  const err = Buffer.alloc(ERR_LEN);
-  const all: Param[] = [...params, { type: DataType.U8Array, value: err }, { type: DataType.I64, value: ERR_LEN }];
-  const r = (await load({
-    library: LIB,
-    funcName: `stillpoint_io_${fn}`,
-    retType: DataType.I64,
-    paramsType: all.map((p) => p.type),
-    paramsValue: all.map((p) => p.value),
-    runInNewThread: true,
-  })) as number;
-  if (r < 0) {
-    const end = err.indexOf(0);
-    const message = err.subarray(0, end < 0 ? err.length : end).toString('utf8');
-    const error = new Error(`${message} (${path})`) as NodeJS.ErrnoException;
-    error.code = errnoNames.get(-r) ?? `E${-r}`;
-    error.errno = r;
-    error.path = path;
-    throw error;
-  }
-  return r;
-}
-
-const i64 = (value: number): Param => ({ type: DataType.I64, value });
-const i32 = (value: number): Param => ({ type: DataType.I32, value });
-
 /**
  * The data extents of a file (SEEK_DATA / SEEK_HOLE): between them are holes, which read as
  * zeros. One extent over the whole file where the filesystem keeps no holes; null when the
  * native library is not available.
  */
 export async function dataExtents(path: string): Promise<Array<{ offset: number; length: number }> | null> {
-  if (!ensureLoaded()) return null;
-  for (let room = 256; ; ) {
-    const out = Buffer.alloc(room * 16);
-    const n = await call('extents', [{ type: DataType.String, value: path }, { type: DataType.U8Array, value: out }, i64(out.length)], path);
-    if (n > room) {
-      room = n + 64; // the file may grow holes meanwhile
-      continue;
-    }
-    const extents = [];
-    for (let i = 0; i < n; i++) extents.push({ offset: Number(out.readBigInt64LE(i * 16)), length: Number(out.readBigInt64LE(i * 16 + 8)) });
-    return extents;
-  }
+  if (!library.available()) return null;
+  const { out, n } = await library.callGrowing('extents', [p.str(path)], path, 16, 256 * 16);
+  const extents = [];
+  for (let i = 0; i < n; i++) extents.push({ offset: Number(out.readBigInt64LE(i * 16)), length: Number(out.readBigInt64LE(i * 16 + 8)) });
+  return extents;
 }
 
 export interface DirectFile {
@@ -120,25 +83,25 @@ export interface DirectFile {
  * otherwise it is created or truncated (like 'w'). Null when direct I/O is not available here.
  */
 export async function openDirectFile(path: string, options: { exclusive?: boolean; mode?: number } = {}): Promise<DirectFile | null> {
-  if (!ensureLoaded()) return null;
-  const h = await call('open', [{ type: DataType.String, value: path }, i32(options.exclusive ? CREATE_NEW : TRUNCATE), i32(options.mode ?? 0o600)], path);
-  const direct = (await call('is_direct', [i64(h)], path)) === 1;
+  if (!library.available()) return null;
+  const h = await library.call('open', [p.str(path), p.i32(options.exclusive ? CREATE_NEW : TRUNCATE), p.i32(options.mode ?? 0o600)], path);
+  const direct = (await library.call('is_direct', [p.i64(h)], path)) === 1;
   let closed = false;
   return {
     direct,
     async write(offset, data) {
-      await call('write', [i64(h), i64(offset), { type: DataType.U8Array, value: data }, i64(data.length), i64(0), i64(data.length)], path);
+      await library.call('write', [p.i64(h), p.i64(offset), p.buf(data), p.i64(data.length), p.i64(0), p.i64(data.length)], path);
     },
     async truncate(length) {
-      await call('set_len', [i64(h), i64(length)], path);
+      await library.call('set_len', [p.i64(h), p.i64(length)], path);
     },
     async sync() {
-      await call('sync', [i64(h)], path);
+      await library.call('sync', [p.i64(h)], path);
     },
     async close() {
       if (closed) return;
       closed = true;
-      await call('close', [i64(h)], path);
+      await library.call('close', [p.i64(h)], path);
     },
   };
 }

@@ -1,17 +1,14 @@
 /**
- * Loads the native VHDX library (plugins/vhdx/native, Rust, C ABI) with ffi-rs and exposes its
- * calls as promises that run on libuv's thread pool (`runInNewThread`), so reads never block the
- * event loop. Buffers are passed as pointers (DataType.U8Array): the library reads straight into
- * the caller's memory, no copy.
+ * The native VHDX library (plugins/vhdx/native, Rust, C ABI) through core/util/native.ts: calls
+ * are promises that run on libuv's thread pool, so reads never block the event loop; buffers are
+ * passed as pointers, so the library reads straight into the caller's memory.
  */
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import createDebug from 'debug';
-import { DataType, load, open } from 'ffi-rs';
 import { CorruptImageError, NotFoundError, StillpointError } from '../../core/errors.ts';
+import { NativeLibrary, p, type NativeParam } from '../../core/util/native.ts';
 
-const debug = createDebug('stillpoint:vhdx');
 const here = dirname(fileURLToPath(import.meta.url));
 const LIB = 'stillpoint_vhdx';
 const ERR_LEN = 4096;
@@ -46,21 +43,6 @@ function libraryPath(): string {
   return found;
 }
 
-let loaded = false;
-function ensureLoaded(): void {
-  if (loaded) return;
-  const path = libraryPath();
-  open({ library: LIB, path });
-  debug('loaded %s', path);
-  loaded = true;
-}
-
-type Param = { type: DataType; value: unknown };
-const str = (value: string): Param => ({ type: DataType.String, value });
-const i64 = (value: number): Param => ({ type: DataType.I64, value });
-const i32 = (value: number): Param => ({ type: DataType.I32, value });
-const buf = (value: Buffer): Param => ({ type: DataType.U8Array, value });
-
 /** Maps a negative return code and its message to the error that says what to do. */
 function toError(code: number, message: string, whereArg: string): Error {
   const msg = message || `native VHDX call failed with code ${code}`;
@@ -77,54 +59,13 @@ function toError(code: number, message: string, whereArg: string): Error {
   }
 }
 
-/** Calls `fn` on a worker thread; the last two arguments are the error buffer and its length. */
-export async function call(fn: string, params: Param[], where: string): Promise<number> {
-  ensureLoaded();
-  const err = Buffer.alloc(ERR_LEN);
-  const all = [...params, buf(err), i64(ERR_LEN)];
-  const r = (await load({
-    library: LIB,
-    funcName: `stillpoint_vhdx_${fn}`,
-    retType: DataType.I64,
-    paramsType: all.map((p) => p.type),
-    paramsValue: all.map((p) => p.value),
-    runInNewThread: true,
-  })) as number;
-  if (r < 0) {
-    const end = err.indexOf(0);
-    throw toError(r, err.subarray(0, end < 0 ? err.length : end).toString('utf8'), where);
-  }
-  return r;
-}
+const library = new NativeLibrary({ name: LIB, locate: libraryPath, toError, errLen: ERR_LEN });
 
-/** Same as `call` but on the calling thread (used only where a result is needed synchronously). */
-export function callSync(fn: string, params: Param[], where: string): number {
-  ensureLoaded();
-  const err = Buffer.alloc(ERR_LEN);
-  const all = [...params, buf(err), i64(ERR_LEN)];
-  const r = load({
-    library: LIB,
-    funcName: `stillpoint_vhdx_${fn}`,
-    retType: DataType.I64,
-    paramsType: all.map((p) => p.type),
-    paramsValue: all.map((p) => p.value),
-  }) as number;
-  if (r < 0) {
-    const end = err.indexOf(0);
-    throw toError(r, err.subarray(0, end < 0 ? err.length : end).toString('utf8'), where);
-  }
-  return r;
-}
+/** Calls `fn` on libuv's thread pool. */
+export const call = (fn: string, params: NativeParam[], where: string): Promise<number> => library.call(fn, params, where);
 
 /** Calls a function that fills an output buffer and returns the size it needs; grows and retries. */
-export async function callGrowing(fn: string, params: Param[], where: string, unit = 1, initial = 64 * 1024): Promise<{ out: Buffer; n: number }> {
-  let size = initial;
-  for (;;) {
-    const out = Buffer.alloc(size);
-    const n = await call(fn, [...params, buf(out), i64(out.length)], where);
-    if (n * unit <= out.length) return { out, n };
-    size = n * unit;
-  }
-}
+export const callGrowing = (fn: string, params: NativeParam[], where: string, unit?: number, initial?: number): Promise<{ out: Buffer; n: number }> =>
+  library.callGrowing(fn, params, where, unit, initial);
 
-export const p = { str, i64, i32, buf };
+export { p };
