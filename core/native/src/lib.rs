@@ -13,14 +13,13 @@
 //! Every exported function returns an `i64`: >= 0 on success, or `-errno` (an OS error, e.g.
 //! -28 for ENOSPC) with a NUL-terminated UTF-8 message in the caller's `err` buffer. Errors that
 //! are not the OS's are -22 (EINVAL). Panics never cross the ABI.
-use std::collections::HashMap;
-use std::ffi::{c_char, CStr};
+use std::ffi::c_char;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use stillpoint_ffi::{buffer, cstr, Handles};
 
 /// Alignment of memory, offsets and lengths for O_DIRECT (covers 512-byte and 4 KiB devices).
 pub const ALIGN: usize = 4096;
@@ -232,46 +231,27 @@ pub fn data_extents(path: &str) -> Result<Vec<(u64, u64)>> {
 
 // ---- C ABI ---------------------------------------------------------------------------------
 
-fn handles() -> &'static Mutex<HashMap<i64, Arc<Writer>>> {
-    static H: OnceLock<Mutex<HashMap<i64, Arc<Writer>>>> = OnceLock::new();
-    H.get_or_init(|| Mutex::new(HashMap::new()))
+impl stillpoint_ffi::FfiError for Error {
+    fn code(&self) -> i64 {
+        self.errno as i64
+    }
+    fn message(&self) -> &str {
+        &self.msg
+    }
 }
-static NEXT: AtomicI64 = AtomicI64::new(1);
+
+static HANDLES: Handles<Writer> = Handles::new();
 
 fn get(h: i64) -> Result<Arc<Writer>> {
-    handles()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&h)
-        .cloned()
-        .ok_or_else(|| Error::invalid(format!("file handle {h} is not open (closed already?)")))
-}
-
-fn write_err(err: *mut u8, errlen: i64, msg: &str) {
-    if err.is_null() || errlen <= 0 {
-        return;
-    }
-    let b = msg.as_bytes();
-    let n = b.len().min(errlen as usize - 1);
-    // SAFETY: the caller passes a buffer of errlen bytes.
-    unsafe {
-        std::ptr::copy_nonoverlapping(b.as_ptr(), err, n);
-        *err.add(n) = 0;
-    }
+    HANDLES.get(h).ok_or_else(|| Error::invalid(format!("file handle {h} is not open (closed already?)")))
 }
 
 fn guard(err: *mut u8, errlen: i64, f: impl FnOnce() -> Result<i64>) -> i64 {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => {
-            write_err(err, errlen, &e.msg);
-            -(e.errno as i64)
-        }
-        Err(_) => {
-            write_err(err, errlen, "internal error in the direct-I/O library (a bug; please report it)");
-            -(EINVAL as i64)
-        }
-    }
+    stillpoint_ffi::guard(err, errlen, EINVAL as i64, "internal error in the direct-I/O library (a bug; please report it)", f)
+}
+
+fn c_path(path: *const c_char) -> Result<String> {
+    cstr(path).ok_or_else(|| Error::invalid("path is missing"))
 }
 
 /// Open `path` for writing (flags: CREATE_NEW | TRUNCATE | NO_DIRECT); returns a handle.
@@ -279,10 +259,7 @@ fn guard(err: *mut u8, errlen: i64, f: impl FnOnce() -> Result<i64>) -> i64 {
 pub extern "C" fn stillpoint_io_open(path: *const c_char, flags: i32, mode: i32, err: *mut u8, errlen: i64) -> i64 {
     guard(err, errlen, || {
         let path = c_path(path)?;
-        let w = Writer::open(&path, flags, mode as u32)?;
-        let h = NEXT.fetch_add(1, Ordering::Relaxed);
-        handles().lock().unwrap_or_else(|p| p.into_inner()).insert(h, Arc::new(w));
-        Ok(h)
+        Ok(HANDLES.insert(Writer::open(&path, flags, mode as u32)?))
     })
 }
 
@@ -290,18 +267,13 @@ pub extern "C" fn stillpoint_io_open(path: *const c_char, flags: i32, mode: i32,
 #[no_mangle]
 pub extern "C" fn stillpoint_io_write(h: i64, off: i64, buf: *const u8, buflen: i64, bufoff: i64, len: i64, err: *mut u8, errlen: i64) -> i64 {
     guard(err, errlen, || {
-        if off < 0 || buflen < 0 || bufoff < 0 || len < 0 || bufoff.checked_add(len).map_or(true, |e| e > buflen) {
-            return Err(Error::invalid(format!("buffer range [{bufoff}, {bufoff}+{len}) does not fit a buffer of {buflen} bytes")));
+        if off < 0 {
+            return Err(Error::invalid(format!("negative file offset {off}")));
         }
-        if len == 0 {
-            return Ok(0);
+        let data = buffer(buf as *mut u8, buflen, bufoff, len).map_err(Error::invalid)?;
+        if !data.is_empty() {
+            get(h)?.write_at(data, off as u64)?;
         }
-        if buf.is_null() {
-            return Err(Error::invalid("buffer pointer is null"));
-        }
-        // SAFETY: the caller keeps buflen bytes at buf alive during the call.
-        let data = unsafe { std::slice::from_raw_parts(buf.add(bufoff as usize), len as usize) };
-        get(h)?.write_at(data, off as u64)?;
         Ok(len)
     })
 }
@@ -337,10 +309,8 @@ pub extern "C" fn stillpoint_io_is_direct(h: i64, err: *mut u8, errlen: i64) -> 
 #[no_mangle]
 pub extern "C" fn stillpoint_io_close(h: i64, err: *mut u8, errlen: i64) -> i64 {
     guard(err, errlen, || {
-        handles()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&h)
+        HANDLES
+            .remove(h)
             .map(|_| 0)
             .ok_or_else(|| Error::invalid(format!("file handle {h} is not open (closed already?)")))
     })
@@ -365,14 +335,6 @@ pub extern "C" fn stillpoint_io_extents(path: *const c_char, out: *mut u8, outle
         }
         Ok(extents.len() as i64)
     })
-}
-
-fn c_path(path: *const c_char) -> Result<String> {
-    if path.is_null() {
-        return Err(Error::invalid("path is missing"));
-    }
-    // SAFETY: ffi-rs passes NUL-terminated strings.
-    Ok(unsafe { CStr::from_ptr(path) }.to_string_lossy().into_owned())
 }
 
 #[cfg(test)]

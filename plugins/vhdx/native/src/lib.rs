@@ -17,81 +17,34 @@ pub mod util;
 
 use chain::Disk;
 use error::{Error, Kind, Result};
-use std::collections::HashMap;
-use std::ffi::{c_char, CStr};
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::ffi::c_char;
+use stillpoint_ffi::Handles;
 
-fn handles() -> &'static Mutex<HashMap<i64, Arc<Disk>>> {
-    static H: OnceLock<Mutex<HashMap<i64, Arc<Disk>>>> = OnceLock::new();
-    H.get_or_init(|| Mutex::new(HashMap::new()))
-}
-static NEXT: AtomicI64 = AtomicI64::new(1);
-
-fn get(h: i64) -> Result<Arc<Disk>> {
-    handles()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&h)
-        .cloned()
-        .ok_or_else(|| Error::invalid(format!("VHDX handle {h} is not open (closed already?)")))
+impl stillpoint_ffi::FfiError for Error {
+    fn code(&self) -> i64 {
+        self.kind as i64
+    }
+    fn message(&self) -> &str {
+        &self.msg
+    }
 }
 
-fn write_err(err: *mut u8, errlen: i64, msg: &str) {
-    if err.is_null() || errlen <= 0 {
-        return;
-    }
-    let b = msg.as_bytes();
-    let n = b.len().min(errlen as usize - 1);
-    // SAFETY: the caller passes a buffer of errlen bytes.
-    unsafe {
-        std::ptr::copy_nonoverlapping(b.as_ptr(), err, n);
-        *err.add(n) = 0;
-    }
+static HANDLES: Handles<Disk> = Handles::new();
+
+fn get(h: i64) -> Result<std::sync::Arc<Disk>> {
+    HANDLES.get(h).ok_or_else(|| Error::invalid(format!("VHDX handle {h} is not open (closed already?)")))
 }
 
 fn guard(err: *mut u8, errlen: i64, f: impl FnOnce() -> Result<i64>) -> i64 {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => {
-            write_err(err, errlen, &e.msg);
-            -(e.kind as i64)
-        }
-        Err(p) => {
-            let m = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            write_err(err, errlen, &format!("internal error in the VHDX library (a bug; please report it): {m}"));
-            -(Kind::Internal as i64)
-        }
-    }
+    stillpoint_ffi::guard(err, errlen, Kind::Internal as i64, "internal error in the VHDX library (a bug; please report it)", f)
 }
 
 fn cstr(p: *const c_char, what: &str) -> Result<String> {
-    if p.is_null() {
-        return Err(Error::invalid(format!("{what} is missing")));
-    }
-    // SAFETY: ffi-rs passes NUL-terminated strings.
-    Ok(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    stillpoint_ffi::cstr(p).ok_or_else(|| Error::invalid(format!("{what} is missing")))
 }
 
 fn out_slice<'a>(buf: *mut u8, buflen: i64, off: i64, len: i64) -> Result<&'a mut [u8]> {
-    if buflen < 0 || off < 0 || len < 0 || off.checked_add(len).map_or(true, |e| e > buflen) {
-        return Err(Error::invalid(format!(
-            "buffer range [{off}, {off}+{len}) does not fit a buffer of {buflen} bytes"
-        )));
-    }
-    if len == 0 {
-        return Ok(&mut []);
-    }
-    if buf.is_null() {
-        return Err(Error::invalid("buffer pointer is null"));
-    }
-    // SAFETY: the caller guarantees buf points to buflen bytes that stay alive during the call.
-    Ok(unsafe { std::slice::from_raw_parts_mut(buf.add(off as usize), len as usize) })
+    stillpoint_ffi::buffer(buf, buflen, off, len).map_err(Error::invalid)
 }
 
 /// flags: 1 writable, 2 force (accept a linkage mismatch), 4 this file only (no parents).
@@ -105,16 +58,14 @@ pub extern "C" fn stillpoint_vhdx_open(path: *const c_char, parents: *const c_ch
         } else {
             Disk::open(&path, &parents, flags & 1 != 0, flags & 2 != 0)?
         };
-        let h = NEXT.fetch_add(1, Ordering::Relaxed);
-        handles().lock().unwrap_or_else(|p| p.into_inner()).insert(h, Arc::new(disk));
-        Ok(h)
+        Ok(HANDLES.insert(disk))
     })
 }
 
 #[no_mangle]
 pub extern "C" fn stillpoint_vhdx_close(h: i64, err: *mut u8, errlen: i64) -> i64 {
     guard(err, errlen, || {
-        let d = handles().lock().unwrap_or_else(|p| p.into_inner()).remove(&h);
+        let d = HANDLES.remove(h);
         match d {
             Some(d) => {
                 d.flush()?;
