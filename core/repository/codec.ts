@@ -74,12 +74,11 @@ export class BlobCodec {
     let flags = 0;
     let payload: Uint8Array = data;
     if (data.byteLength > 0 && !this.looksIncompressible(data)) {
-      const bound = zstd.compressBound(data.byteLength);
-      if (this.scratch.length < bound) this.scratch = Buffer.allocUnsafe(bound);
-      const n = this.cctx.compress2(this.scratch, data);
+      const scratch = this.scratchFor(data.byteLength);
+      const n = this.cctx.compress2(scratch, data);
       this.lastIncompressible = n > data.byteLength * 0.97;
       if (n < data.byteLength) {
-        payload = this.scratch.subarray(0, n);
+        payload = scratch.subarray(0, n);
         flags |= FLAG_ZSTD;
       }
     }
@@ -118,11 +117,16 @@ export class BlobCodec {
     const SAMPLE = 64 * 1024;
     if (!this.lastIncompressible || data.byteLength < 4 * SAMPLE) return false;
     const start = (data.byteLength >>> 1) - (SAMPLE >>> 1);
-    const bound = zstd.compressBound(SAMPLE);
-    if (this.scratch.length < bound) this.scratch = Buffer.allocUnsafe(Math.max(bound, zstd.compressBound(data.byteLength)));
-    const incompressible = this.cctx.compress2(this.scratch, data.subarray(start, start + SAMPLE)) > SAMPLE * 0.97;
+    const incompressible = this.cctx.compress2(this.scratchFor(data.byteLength), data.subarray(start, start + SAMPLE)) > SAMPLE * 0.97;
     this.lastIncompressible = incompressible;
     return incompressible;
+  }
+
+  /** The reused output buffer, with room for compressing `bytes` bytes. */
+  private scratchFor(bytes: number): Buffer {
+    const bound = zstd.compressBound(bytes);
+    if (this.scratch.length < bound) this.scratch = Buffer.allocUnsafe(bound);
+    return this.scratch;
   }
 
   /**
