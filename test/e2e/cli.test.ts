@@ -83,6 +83,20 @@ test('exit status: 0 success, 3 partial, 1 failure, with the summary', async (t)
   t.regex(f.stdout, /job nightly \(run \S+\): failed/);
 });
 
+test('a reader that stops reading the output (`backup | head -1`) does not stop the job', async (t) => {
+  const dir = tempDir(t);
+  const config = fileHostConfig(dir);
+  const run = await stillpoint(['backup', '--config', config], {
+    cwd: dir,
+    // Close standard output after its first bytes, as `head -1` does.
+    onSpawn: (child) => child.stdout!.once('data', () => child.stdout!.destroy()),
+  });
+  t.is(run.code, 0, run.stderr);
+  t.notRegex(run.stderr, /EPIPE/);
+  const list = await stillpoint(['list', '--config', config], { cwd: dir });
+  t.is(list.stdout.trim().split('\n').length - 2, 2, list.stdout);
+});
+
 test('--json prints the job results for machines', async (t) => {
   const dir = tempDir(t);
   const r = await stillpoint(['backup', '--json', '--config', fileHostConfig(dir)], { cwd: dir });
