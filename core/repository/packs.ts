@@ -3,6 +3,7 @@ import createDebug from 'debug';
 import { CorruptImageError, NotFoundError, StillpointError } from '../errors.ts';
 import type { BlobCodec } from './codec.ts';
 import { keys } from './format.ts';
+import { allocAligned } from '../util/direct-io.ts';
 import type { RetryingStorage } from './storage-util.ts';
 
 const debug = createDebug('stillpoint:repository');
@@ -417,7 +418,8 @@ export class PackBuilder {
     // of 1.25 x packSize (or what is needed) rarely grows.
     const capacity = Math.max(needed, Math.ceil(this.packSize * 1.25));
     let next = this.buffer === null ? this.spare.pop() : undefined;
-    if (!next || next.length < needed) next = Buffer.allocUnsafe(capacity);
+    // Page-aligned: a local target writes it to the device without copying it first.
+    if (!next || next.length < needed) next = allocAligned(capacity);
     if (this.buffer) this.buffer.copy(next, 0, 0, this.size);
     this.buffer = next;
   }

@@ -67,6 +67,27 @@ export async function dataExtents(path: string): Promise<Array<{ offset: number;
   return extents;
 }
 
+/** Alignment of memory, offsets and lengths that direct writes take without a copy. */
+export const DIRECT_ALIGN = 4096;
+
+/**
+ * A buffer of `size` bytes whose memory starts on a page boundary where direct I/O is available:
+ * written with `DirectFile.write` at an aligned offset, it goes to the device without the copy into
+ * the library's aligned scratch memory. (Large buffers only: it costs a page more.)
+ */
+export function allocAligned(size: number): Buffer {
+  if (!library.available()) return Buffer.allocUnsafe(size);
+  const raw = Buffer.allocUnsafeSlow(size + DIRECT_ALIGN);
+  const skip = bytesToPage(raw)!;
+  return raw.subarray(skip, skip + size);
+}
+
+/** How many bytes from `buf`'s start the next page boundary is (0: aligned); null without the library. */
+export function bytesToPage(buf: Buffer): number | null {
+  if (!library.available() || buf.length === 0) return null;
+  return library.callNow('align_offset', [p.buf(buf), p.i64(buf.length)], 'a buffer');
+}
+
 export interface DirectFile {
   /** True while writes go around the page cache (false where the filesystem refuses O_DIRECT). */
   readonly direct: boolean;
@@ -121,7 +142,7 @@ export class RunWriter {
   private failure: unknown = null;
 
   constructor(private readonly file: DirectFile, runBytes = 8 * 2 ** 20, buffers = 2) {
-    this.spare = Array.from({ length: buffers }, () => Buffer.allocUnsafe(runBytes));
+    this.spare = Array.from({ length: buffers }, () => allocAligned(runBytes));
   }
 
   async write(offset: number, data: Buffer): Promise<void> {

@@ -56,17 +56,34 @@ export class NativeLibrary {
 
   /** Call `<name>_<fn>` on the thread pool. */
   async call(fn: string, params: NativeParam[], where: string): Promise<number> {
+    const err = this.errorBuffer();
+    return this.result((await this.load(fn, params, err, true)) as number, err, where);
+  }
+
+  /** Call `<name>_<fn>` on this thread: only for functions that return at once (no I/O). */
+  callNow(fn: string, params: NativeParam[], where: string): number {
+    const err = this.errorBuffer();
+    return this.result(this.load(fn, params, err, false) as number, err, where);
+  }
+
+  private errorBuffer(): Buffer {
     if (!this.available()) throw new StillpointError(`the native library ${this.options.name} is not built`, { hint: 'run `npm run build:native` (needs cargo)' });
-    const err = Buffer.alloc(this.options.errLen ?? 4096);
+    return Buffer.alloc(this.options.errLen ?? 4096);
+  }
+
+  private load(fn: string, params: NativeParam[], err: Buffer, runInNewThread: boolean): unknown {
     const all = [...params, p.buf(err), p.i64(err.length)];
-    const r = (await load({
+    return load({
       library: this.options.name,
       funcName: `${this.options.name}_${fn}`,
       retType: DataType.I64,
       paramsType: all.map((x) => x.type),
       paramsValue: all.map((x) => x.value),
-      runInNewThread: true,
-    })) as number;
+      runInNewThread,
+    });
+  }
+
+  private result(r: number, err: Buffer, where: string): number {
     if (r >= 0) return r;
     const end = err.indexOf(0);
     throw this.options.toError(r, err.subarray(0, end < 0 ? err.length : end).toString('utf8'), where);

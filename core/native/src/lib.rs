@@ -4,9 +4,10 @@
 //! Large sequential writes (pack files, restored disks) go around the page cache with
 //! `O_DIRECT`: the kernel neither copies them into cache pages nor throttles the writer while it
 //! flushes them, so a backup or a restore spends its CPU on hashing, compression and encryption.
-//! The caller's bytes are copied into a page-aligned scratch buffer (O_DIRECT needs aligned
-//! memory, offsets and lengths); the unaligned tail of a write goes through a second, ordinary
-//! descriptor. Where the filesystem refuses O_DIRECT (tmpfs, some FUSE), every write is ordinary.
+//! O_DIRECT needs aligned memory, offsets and lengths: bytes in page-aligned memory (see
+//! `stillpoint_io_align_offset`, which callers use to place their large buffers) are written as
+//! they are, other bytes are copied into a page-aligned scratch buffer first; the unaligned tail
+//! of a write goes through a second, ordinary descriptor. Where the filesystem refuses O_DIRECT (tmpfs, some FUSE), every write is ordinary.
 //! (Reads stay ordinary: a restore reads packs that may be in the page cache, and readahead serves
 //! it well when they are not; measured with scripts/bench/repository-vs-restic-borg.ts.)
 //!
@@ -136,9 +137,15 @@ impl Writer {
         let mut done = 0usize;
         if self.is_direct() && offset % ALIGN as u64 == 0 {
             let aligned = data.len() / ALIGN * ALIGN;
-            let mut scratch = take_scratch();
-            let r = self.write_direct(&mut scratch, &data[..aligned], offset);
-            give_scratch(scratch);
+            let r = if data.as_ptr() as usize % ALIGN == 0 {
+                // Already in page-aligned memory: no copy.
+                write_all_at(self.direct.as_ref().expect("direct descriptor"), &data[..aligned], offset)
+            } else {
+                let mut scratch = take_scratch();
+                let r = self.write_direct(&mut scratch, &data[..aligned], offset);
+                give_scratch(scratch);
+                r
+            };
             match r {
                 Ok(()) => done = aligned,
                 Err(e) if e.errno == EINVAL => {
@@ -278,6 +285,19 @@ pub extern "C" fn stillpoint_io_write(h: i64, off: i64, buf: *const u8, buflen: 
     })
 }
 
+/// How many bytes from the start of `buf` the first page-aligned byte lies (0 to ALIGN - 1): a
+/// caller that allocates ALIGN bytes more and starts its buffer there has its writes go to the
+/// device without a copy.
+#[no_mangle]
+pub extern "C" fn stillpoint_io_align_offset(buf: *const u8, buflen: i64, err: *mut u8, errlen: i64) -> i64 {
+    guard(err, errlen, || {
+        if buf.is_null() || buflen < 0 {
+            return Err(Error::invalid("no buffer"));
+        }
+        Ok(((ALIGN - buf as usize % ALIGN) % ALIGN) as i64)
+    })
+}
+
 /// Set the file's length.
 #[no_mangle]
 pub extern "C" fn stillpoint_io_set_len(h: i64, len: i64, err: *mut u8, errlen: i64) -> i64 {
@@ -369,6 +389,29 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
     }
 
+    #[test]
+    fn writes_from_page_aligned_memory_without_scratch() {
+        // /var/tmp: a disk filesystem, where O_DIRECT is taken (tmpfs refuses it).
+        let path = format!("/var/tmp/stillpoint-io-aligned-{}", std::process::id());
+        let _ = std::fs::remove_file(&path);
+        let mut mem = Aligned::new(SCRATCH + 2 * ALIGN);
+        let n = SCRATCH + ALIGN + 10; // more than a scratch buffer, with an unaligned tail
+        for (i, b) in mem.slice(n).iter_mut().enumerate() {
+            *b = (i % 241) as u8;
+        }
+        let data = mem.slice(n).to_vec();
+        let w = Writer::open(&path, CREATE_NEW, 0o600).unwrap();
+        let at = mem.slice(n);
+        assert_eq!(stillpoint_io_align_offset(at.as_ptr(), n as i64, std::ptr::null_mut(), 0), 0);
+        assert_eq!(stillpoint_io_align_offset(at[1..].as_ptr(), n as i64, std::ptr::null_mut(), 0), (ALIGN - 1) as i64);
+        w.write_at(at, ALIGN as u64).unwrap();
+        w.sync().unwrap();
+        let got = std::fs::read(&path).unwrap();
+        assert_eq!(got.len(), ALIGN + n);
+        assert!(got[..ALIGN].iter().all(|&b| b == 0));
+        assert!(got[ALIGN..] == data[..]);
+        std::fs::remove_file(&path).unwrap();
+    }
 
     #[test]
     fn extents_of_a_sparse_file() {
