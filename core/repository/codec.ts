@@ -59,6 +59,13 @@ export class BlobCodec {
   private lastIncompressible = false;
   constructor(private readonly options: CodecOptions) {
     this.cctx.setParameter(zstd.CParameter.compressionLevel, options.compressionLevel);
+    if (options.compressionLevel === 1) {
+      // Level 1, the default, is tuned for disk images: matches of at least 7 bytes and a 2^13
+      // hash table make zstd 11–13% faster on VM disk data for 3.5% more output
+      // (docs/repository-performance.md). The frames are ordinary zstd frames either way.
+      this.cctx.setParameter(zstd.CParameter.minMatch, 7);
+      this.cctx.setParameter(zstd.CParameter.hashLog, 13);
+    }
   }
 
   get encrypted(): boolean {

@@ -53,6 +53,13 @@ export interface DiskIdentity {
 /** Bytes a chunk buffer holds beyond the chunk size, so that the sealed blob fits in it (header 5 + nonce 12 + tag 16). */
 const SEAL_SLACK = 64;
 
+/**
+ * Packs being stored at once by one disk's backup. Incompressible stretches of a disk fill packs
+ * faster than a local disk writes and fsyncs them, compressible stretches slower: four let the
+ * storage catch up instead of stalling the workers (memory: four packs of ~20 MiB).
+ */
+const PACKS_IN_FLIGHT = 4;
+
 /** Chunks of a run read together during a restore hold at most this much plaintext. */
 const RUN_PLAIN_MAX = 8 * 2 ** 20;
 
@@ -184,7 +191,7 @@ export class RepositoryData {
 
     // Which chunks the repository holds (packs written since this process last looked included).
     await this.packIndex.sync();
-    const packs = new PackBuilder(this.storage, this.codec, this.packIndex, this.options.packSize ?? DEFAULT_PACK_SIZE, 2, this.pendingChunks);
+    const packs = new PackBuilder(this.storage, this.codec, this.packIndex, this.options.packSize ?? DEFAULT_PACK_SIZE, PACKS_IN_FLIGHT, this.pendingChunks);
     /** Chunks another disk (stored at the same time) is packing: durable before this table is written. */
     const elsewhere = new Set<Promise<void>>();
     const progress: StoreProgress = { bytesRead: 0, bytesStored: 0 };
