@@ -61,12 +61,15 @@ export class Session {
     return { name: job.name, mode: job.mode, consistency: job.consistency, proxy: job.proxy, vms: { ...vms, where: (vm) => this.inScope(vm) } };
   }
 
-  /** The repository; `create` (a backup) creates it when missing, `loadIndex` (a backup or restore) loads its pack index at once. */
-  async repository(options: { create?: boolean; loadIndex?: boolean } = {}): Promise<Repository> {
+  /**
+   * The repository; `create` (a backup) creates it when missing, `loadIndex` (a backup or restore)
+   * loads its pack index at once, `writer` (a backup) joins the writer lock while the keys are derived.
+   */
+  async repository(options: { create?: boolean; loadIndex?: boolean; writer?: string } = {}): Promise<Repository> {
     if (!this.#repository) {
       const { repository } = this.config;
       const storage = this.engine.storage({ type: repository.storage.type, options: repository.storage.options });
-      this.#repository = await openRepository(storage, repository, { create: options.create, loadIndex: options.loadIndex, configDir: this.loaded.configDir });
+      this.#repository = await openRepository(storage, repository, { create: options.create, loadIndex: options.loadIndex, writer: options.writer, configDir: this.loaded.configDir });
     }
     return this.#repository;
   }

@@ -23,7 +23,7 @@ const config = repositoryConfigSchema.parse({
   ...(values['chunk-size'] ? { chunkSize: Number(values['chunk-size']) } : {}),
   ...(values.level ? { compression: { level: Number(values.level) } } : {}),
 });
-const repo = await openRepository(new LocalStorage(repoPath), config, { create: command === 'backup', loadIndex: true, passphrase: process.env.STILLPOINT_PASSPHRASE || undefined });
+const repo = await openRepository(new LocalStorage(repoPath), config, { create: command === 'backup', loadIndex: true, writer: command === 'backup' ? 'backup' : undefined, passphrase: process.env.STILLPOINT_PASSPHRASE || undefined });
 const started = Date.now();
 if (command === 'backup') {
   const changed = values.changed ? JSON.parse(await readFile(values.changed, 'utf8')) : undefined;

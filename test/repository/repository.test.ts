@@ -216,6 +216,32 @@ test('encryption: names and contents reveal nothing, the key file is 0600, a wro
   }
 });
 
+test('a backup process joins the writer lock while the repository opens: held before any restore point, kept by the first one, let go by commit or close', async (t) => {
+  const f = await fixture();
+  try {
+    await (await f.open({ passphrase: 'pw' })).close(); // created (no lock while creating)
+    t.is(await f.storage.head('locks/writer'), null);
+    const repo = await f.open({ passphrase: 'pw', writer: 'backup' });
+    t.not(await f.storage.head('locks/writer'), null, 'held once open, before any restore point');
+    const other = await f.open({ passphrase: 'pw' });
+    await t.throwsAsync(() => other.startRestorePoint(meta('vm-other')), { message: /locked by backup.*pid/ }, 'another process is refused meanwhile');
+    const w = await repo.startRestorePoint(meta());
+    t.is(repo.writerLock.writers, 1, 'the restore point holds it; the early join is let go');
+    await w.commit();
+    t.is(await f.storage.head('locks/writer'), null, 'commit releases it');
+    // Opened for writing but closed without a restore point: let go too.
+    const idle = await f.open({ passphrase: 'pw', writer: 'backup' });
+    t.not(await f.storage.head('locks/writer'), null);
+    await idle.close();
+    t.is(await f.storage.head('locks/writer'), null, 'close releases it');
+    // A wrong passphrase: nothing held afterwards.
+    await t.throwsAsync(() => f.open({ passphrase: 'wrong', writer: 'backup' }), { message: /passphrase does not open/ });
+    t.is(await f.storage.head('locks/writer'), null, 'a failed open leaves no lock');
+  } finally {
+    await f.cleanup();
+  }
+});
+
 test('one writing process (Repository) at a time; a stale lock (dead owner) is taken over; abort leaves no restore point', async (t) => {
   const f = await fixture();
   try {
