@@ -265,23 +265,30 @@ export class RepositoryData {
       await packs.settle();
       throw error;
     }
-    // Every pack (and its index) durable before the chunk table names its chunks — also the packs
-    // of chunks that another disk stored meanwhile.
-    await packs.finish();
-    try {
-      await Promise.all(elsewhere);
-    } catch (cause) {
-      throw new StillpointError('a chunk this disk shares with another disk being stored at the same time could not be stored', { where, cause, hint: 'see the other disk\'s error; back up again' });
-    }
-
     // Chunks copied from the previous restore point count as data too.
     if (changed) {
       dataChunks = 0;
       for (let i = 0; i < chunkCount; i++) if (tableEntry(table, i) !== null) dataChunks++;
     }
+    // The chunk table is stored while the last packs are: nothing refers to it before the manifest,
+    // which is written only once this returns, so every pack (and its index) is durable before
+    // any restore point names its chunks — also the packs of chunks another disk stored meanwhile.
     const tableId = chunkId(table, this.keys);
     const tableKey = keys.table(tableId);
-    if ((await this.storage.head(tableKey)) === null) progress.bytesStored += await this.putBlob(tableKey, table);
+    const tableStored = this.storage.head(tableKey).then((there) => (there === null ? this.putBlob(tableKey, table) : 0));
+    tableStored.catch(() => undefined);
+    try {
+      await packs.finish();
+    } catch (error) {
+      await tableStored.catch(() => undefined);
+      throw error;
+    }
+    try {
+      await Promise.all(elsewhere);
+    } catch (cause) {
+      throw new StillpointError('a chunk this disk shares with another disk being stored at the same time could not be stored', { where, cause, hint: 'see the other disk\'s error; back up again' });
+    }
+    progress.bytesStored += await tableStored;
     options.onProgress?.({ ...progress });
     return diskRecordSchema.parse({
       id: disk.id,
