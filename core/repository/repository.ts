@@ -227,7 +227,6 @@ export class Repository {
     if (!parsed.success) {
       throw new ConfigError(parsed.error.issues.map((i) => `restore point ${i.path.join('.')}: ${i.message}`));
     }
-    await this.joinedEarly?.catch(() => undefined);
     const release = await this.writerLock.share(`backup of VM ${meta.vm.name} (job ${meta.job})`);
     await this.leaveEarly();
     try {
