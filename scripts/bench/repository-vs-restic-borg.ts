@@ -206,16 +206,20 @@ async function main(): Promise<void> {
   const [stillpoint] = await bundle(join(import.meta.dirname, '..', '..', 'dist', 'bench'), [join(import.meta.dirname, 'repository-stillpoint.ts')]);
   const restoreOut = join(DIR, 'restored');
 
-  const tools: Array<{ name: string; init(): void; backup(step: string, changedFile: string | null): Measure; restore(): Measure; repo: string }> = [];
+  // `files`: what a restore reads (the repository and the tool's cache); `output`: the image it restores.
+  const tools: Array<{ name: string; init(): void; backup(step: string, changedFile: string | null): Measure; restore(): Measure; repo: string; files: string[]; output: string }> = [];
   for (const cs of CHUNK_SIZES) {
     const label = cs === null ? 'default' : String(cs);
     const repo = join(DIR, `stillpoint-${label}`);
+    const output = join(restoreOut, `stillpoint-${label}.img`);
     tools.push({
       name: `stillpoint ${cs === null ? `${repositoryConfigSchema.shape.chunkSize.parse(undefined) / 1024} KiB (default)` : `${cs / 1024} KiB`}`,
       repo,
+      files: [repo],
+      output,
       init() {},
       backup: (_step, changed) => measure('node', [stillpoint, 'backup', repo, image, ...(cs === null ? [] : ['--chunk-size', String(cs)]), ...(changed ? ['--changed', changed] : [])], { STILLPOINT_PASSPHRASE: PASS }),
-      restore: () => measure('node', [stillpoint, 'restore', repo, join(restoreOut, `stillpoint-${label}.img`)], { STILLPOINT_PASSPHRASE: PASS }),
+      restore: () => measure('node', [stillpoint, 'restore', repo, output], { STILLPOINT_PASSPHRASE: PASS }),
     });
   }
   const only = values['stillpoint-only'];
@@ -224,6 +228,8 @@ async function main(): Promise<void> {
   if (!only) tools.push({
     name: 'restic',
     repo: resticRepo,
+    files: [resticRepo, resticEnv.RESTIC_CACHE_DIR],
+    output: join(restoreOut, 'restic', image),
     init: () => void measure('restic', ['init', '--repository-version', '2'], resticEnv),
     backup: () => measure('restic', ['backup', '--compression', 'auto', '--quiet', image], resticEnv),
     restore: () => measure('restic', ['restore', 'latest', '--target', join(restoreOut, 'restic')], resticEnv),
@@ -233,6 +239,8 @@ async function main(): Promise<void> {
   if (!only) tools.push({
     name: 'borg',
     repo: borgRepo,
+    files: [borgRepo, borgEnv.BORG_BASE_DIR],
+    output: join(restoreOut, 'borg', image.slice(1)),
     init: () => void measure('borg', ['init', '--encryption', 'repokey', borgRepo], borgEnv),
     backup: (step) => measure('borg', ['create', '--compression', 'zstd,3', `${borgRepo}::${step}`, image], borgEnv),
     restore: () => {
@@ -270,31 +278,26 @@ async function main(): Promise<void> {
   // is before every backup (restic and borg write theirs through the cache, Stillpoint's packs go
   // around it, so without this the tools would start from different places). `restore-cold`:
   // every cache dropped first, as for a restore days after the backup (needs root).
-  const outputOf = (t: { name: string; repo: string }) =>
-    t.name === 'restic' ? join(restoreOut, 'restic', image) : t.name === 'borg' ? join(restoreOut, 'borg', image.slice(1)) : join(restoreOut, `stillpoint-${t.repo.split('-').pop()}.img`);
   const cold = process.getuid?.() === 0;
   if (!cold) console.log('not root: the cold restores (caches dropped) are left out');
-  const repoFiles = (t: { name: string; repo: string }) =>
-    t.name === 'restic' ? [t.repo, join(DIR, 'restic-cache')] : t.name === 'borg' ? [t.repo, join(DIR, 'borg-home')] : [t.repo];
-  for (const step of cold ? ['restore', 'restore-cold'] : ['restore']) {
+  const restoreSteps = cold ? ['restore', 'restore-cold'] : ['restore'];
+  for (const step of restoreSteps) {
     for (const t of tools) {
-      rmSync(outputOf(t), { recursive: true, force: true }); // the restore before this one's
+      rmSync(t.output, { force: true }); // the restore before this one's
       warmUp();
       execFileSync('sync');
-      if (step === 'restore') execFileSync('sh', ['-c', `find ${repoFiles(t).join(' ')} -type f -exec cat {} + > /dev/null`]);
+      if (step === 'restore') execFileSync('sh', ['-c', `find ${t.files.join(' ')} -type f -exec cat {} + > /dev/null`]);
       else writeFileSync('/proc/sys/vm/drop_caches', '3');
       const m = t.restore();
       rows.push({ tool: t.name, step, seconds: m.seconds, peakMiB: m.peakMiB, repoBytes: du(t.repo) });
       console.log(`${t.name.padEnd(20)} ${step.padEnd(14)} ${m.seconds.toFixed(2)} s  peak ${m.peakMiB.toFixed(0)} MiB`);
     }
   }
-  const restoreSteps = cold ? ['restore', 'restore-cold'] : ['restore'];
   // Every tool restored the same bytes.
   for (const t of tools) {
-    const out = outputOf(t);
-    const same = spawnSync('cmp', ['-s', image, out]).status === 0;
+    const same = spawnSync('cmp', ['-s', image, t.output]).status === 0;
     console.log(`${t.name}: restored image ${same ? 'matches' : 'DIFFERS FROM'} the source`);
-    rmSync(out, { force: true });
+    rmSync(t.output, { force: true });
   }
 
   // ---- table -------------------------------------------------------------------------------
