@@ -99,6 +99,13 @@ export async function openRepository(storage: StorageTarget, config: RepositoryC
   });
   let repoKeys: RepositoryKeys | null = null;
   let indexes: Promise<Map<string, Promise<Buffer>>> | null = null;
+  // The key file is read and scrypt started before anything else: the workers' start-up and the
+  // reads below (lock, pack indexes) would otherwise hold it back by ~30 ms.
+  let unwrapped: Promise<RepositoryKeys | null> | null = null;
+  if (stored?.encryption && passphrase) {
+    unwrapped = (await unwrapKeys(rs, stored.id, passphrase, storage.name)).keys;
+    unwrapped.catch(() => undefined);
+  }
   // Start the chunk workers now: they load while the key is derived.
   const started = stored ? new ChunkWorkers(undefined, stored.compression.level, opts.workers) : undefined;
   const writerLock = new ProcessWriterLock(rs, opts.lock);
@@ -133,7 +140,7 @@ export async function openRepository(storage: StorageTarget, config: RepositoryC
       stored = newConfig;
       debug('created repository %s on %s (encrypted: %s)', id, storage.name, !!passphrase);
     } else if (stored.encryption) {
-      if (!passphrase) {
+      if (!unwrapped) {
         throw new ConfigError(['the repository is encrypted: configure repository.encryption.passphraseEnv or passphraseFile (or pass a passphrase)'], { where });
       }
       if (opts.loadIndex) {
@@ -141,11 +148,7 @@ export async function openRepository(storage: StorageTarget, config: RepositoryC
         indexes = prefetchPackIndexes(rs);
         indexes.catch(() => undefined);
       }
-      for (const key of await rs.list(keys.keysPrefix)) {
-        const raw = JSON.parse((await rs.get(key)).toString('utf8'));
-        repoKeys = await openKeyFile(stored.id, raw, passphrase, `${storage.name}:${key}`);
-        if (repoKeys) break;
-      }
+      repoKeys = await unwrapped;
       if (!repoKeys) throw new ConfigError(['the passphrase does not open any key of this repository'], { where });
     }
   } catch (error) {
@@ -162,6 +165,24 @@ export async function openRepository(storage: StorageTarget, config: RepositoryC
   // Joined by now unless the storage is slower than scrypt (a refusal is reported by startRestorePoint).
   await joined?.catch(() => undefined);
   return new Repository(data, opts, writerLock, joined);
+}
+
+/**
+ * The repository's keys from the first key file `passphrase` opens (one scrypt per key file
+ * tried), or null. Returns once the first key file is read and its scrypt has started.
+ */
+async function unwrapKeys(rs: RetryingStorage, repositoryId: string, passphrase: string, storageName: string): Promise<{ keys: Promise<RepositoryKeys | null> }> {
+  const names = await rs.list(keys.keysPrefix);
+  const read = async (key: string) => JSON.parse((await rs.get(key)).toString('utf8')) as unknown;
+  const first = names.length ? await read(names[0]) : null;
+  const tryAll = async (): Promise<RepositoryKeys | null> => {
+    for (const [i, key] of names.entries()) {
+      const opened = await openKeyFile(repositoryId, i === 0 ? first : await read(key), passphrase, `${storageName}:${key}`);
+      if (opened) return opened;
+    }
+    return null;
+  };
+  return { keys: tryAll() };
 }
 
 async function loadStoredConfig(rs: RetryingStorage, where: string): Promise<StoredConfig | null> {
