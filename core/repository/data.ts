@@ -157,7 +157,8 @@ export class RepositoryData {
 
     // What to read: everything, or only what changed.
     const previous = options.previous ?? null;
-    let prevTable: Buffer | null = null;
+    /** The previous restore point's chunk table, loaded while the first chunks are read and sealed. */
+    let prevTableLoad: Promise<Buffer> | null = null;
     let reason: string;
     let changed: ByteRange[] | null = null;
     if (!previous) {
@@ -167,7 +168,8 @@ export class RepositoryData {
         ? `full read: the disk's size changed since the previous restore point (${previous.virtualSize} -> ${disk.virtualSize} bytes)`
         : `full read: the repository's chunk size changed since the previous restore point`;
     } else {
-      prevTable = await this.loadTable(previous);
+      prevTableLoad = this.loadTable(previous);
+      prevTableLoad.catch(() => undefined); // awaited before the first chunk is looked up
       if ((options.changed === undefined || options.changed === null) && options.fullReadReason) {
         reason = `full read: ${options.fullReadReason}; unchanged chunks were skipped by hash`;
       } else if (options.changed === undefined) {
@@ -184,19 +186,31 @@ export class RepositoryData {
     debug('%s: %s', where, reason);
 
     const allocation = checkAllocation(await source.allocation(), disk.virtualSize, where);
-    if (prevTable && changed) {
-      // Start from the previous restore point; changed chunks are overwritten below.
-      prevTable.copy(table, 0, 0, table.length);
-    }
-
-    // Which chunks the repository holds (packs written since this process last looked included).
-    await this.packIndex.sync();
+    // Which chunks the repository holds (packs written since this process last looked included),
+    // and the previous table: needed only once the first chunk is sealed, so the workers start at once.
+    let prevTable: Buffer | null = null;
+    /** Zero chunks planned before the previous table was copied in (set again after the copy). */
+    const zeroBeforeCopy: number[] = [];
+    let copied = !(prevTableLoad && changed);
+    const ready = Promise.all([prevTableLoad, this.packIndex.sync()]).then(([loaded]) => {
+      prevTable = loaded;
+      if (prevTable && changed) {
+        // Start from the previous restore point; changed chunks are overwritten below.
+        prevTable.copy(table, 0, 0, table.length);
+        for (const index of zeroBeforeCopy) setTableEntry(table, index, null);
+        copied = true;
+      }
+    });
+    ready.catch(() => undefined); // awaited by the first chunk
     const packs = new PackBuilder(this.storage, this.codec, this.packIndex, this.options.packSize ?? DEFAULT_PACK_SIZE, PACKS_IN_FLIGHT, this.pendingChunks);
     /** Chunks another disk (stored at the same time) is packing: durable before this table is written. */
     const elsewhere = new Set<Promise<void>>();
     const progress: StoreProgress = { bytesRead: 0, bytesStored: 0 };
     let dataChunks = 0;
-    const work = planChunks(chunkSize, disk.virtualSize, allocation, changed, (index) => setTableEntry(table, index, null));
+    const work = planChunks(chunkSize, disk.virtualSize, allocation, changed, (index) => {
+      setTableEntry(table, index, null);
+      if (!copied) zeroBeforeCopy.push(index);
+    });
     // Chunks in flight (read, sealed or being stored): storing waits on fsync, so keep more of
     // them going than there are workers, within a memory bound (each holds up to 2 chunk sizes).
     const inFlight = Math.max(2, Math.min(32, Math.floor((this.options.maxInFlightBytes ?? 32 * 2 ** 20) / chunkSize)));
@@ -247,7 +261,7 @@ export class RepositoryData {
 
     // Chunks go into packs in disk order, whatever order the workers finish them in, so that a
     // restore reads neighbouring chunks with one ranged read: each chunk waits for the one before.
-    let turn: Promise<void> = Promise.resolve();
+    let turn: Promise<void> = ready;
     const processChunk = async (item: ChunkWork): Promise<void> => {
       const before = turn;
       let done!: () => void;
@@ -261,6 +275,7 @@ export class RepositoryData {
 
     try {
       await runBounded(work, inFlight, processChunk, options.signal);
+      await ready; // also when no chunk was read
     } catch (error) {
       await packs.settle();
       throw error;
