@@ -12,6 +12,11 @@ export interface OpenDisk {
   allocation(): Promise<Extent[]>;
   /** Read `length` bytes at `offset` into `target` (at `targetOffset`); never blocks the event loop. */
   read(offset: number, target: Buffer, length?: number, targetOffset?: number): Promise<void>;
+  /**
+   * Optional: read consecutive bytes at `offset` into `targets`, filling each whole, in order (one
+   * call for several chunks: a backup reads neighbouring chunks of a data extent with it).
+   */
+  readv?(offset: number, targets: Buffer[]): Promise<void>;
   close(): Promise<void>;
 }
 

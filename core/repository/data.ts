@@ -64,7 +64,7 @@ const PACKS_IN_FLIGHT = 4;
 const RUN_PLAIN_MAX = 8 * 2 ** 20;
 
 /** One unit of work: a chunk to read, given as the parts of it that hold data (absolute offsets). */
-interface ChunkWork {
+export interface ChunkWork {
   index: number;
   start: number;
   length: number;
@@ -216,23 +216,38 @@ export class RepositoryData {
     const inFlight = Math.max(2, Math.min(32, Math.floor((this.options.maxInFlightBytes ?? 32 * 2 ** 20) / chunkSize)));
     const free: ArrayBuffer[] = [];
 
-    const storeChunk = async (item: ChunkWork, before: Promise<void>): Promise<void> => {
-      // Room for the sealed blob too (the worker writes it over the chunk: at most 64 bytes more).
-      let ab = free.pop() ?? new ArrayBuffer(chunkSize + SEAL_SLACK);
-      const view = Buffer.from(ab, 0, item.length);
-      let covered = 0;
-      for (const part of item.parts) covered += part.length;
-      if (covered < item.length) view.fill(0);
-      for (const part of item.parts) {
+    /** Read a group of chunks (neighbours in one extent: one `readv` when the source has it) into `bufs`. */
+    const readGroup = async (group: ChunkWork[], bufs: ArrayBuffer[]): Promise<void> => {
+      const views = group.map((item, k) => Buffer.from(bufs[k], 0, item.length));
+      if (group.length > 1 && source.readv) {
+        const length = views.reduce((n, v) => n + v.length, 0);
         try {
-          await source.read(part.offset, view, part.length, part.offset - item.start);
+          await source.readv(group[0].start, views);
         } catch (cause) {
-          throw new StillpointError(`reading ${part.length} bytes at offset ${part.offset} failed: ${(cause as Error).message}`, { where, cause });
+          throw new StillpointError(`reading ${length} bytes at offset ${group[0].start} failed: ${(cause as Error).message}`, { where, cause });
         }
+        progress.bytesRead += length;
+        return;
       }
-      progress.bytesRead += covered;
-      const sealed = await this.workers.seal(ab, item.length);
-      ab = sealed.buf;
+      for (const [k, item] of group.entries()) {
+        let covered = 0;
+        for (const part of item.parts) covered += part.length;
+        if (covered < item.length) views[k].fill(0);
+        for (const part of item.parts) {
+          try {
+            await source.read(part.offset, views[k], part.length, part.offset - item.start);
+          } catch (cause) {
+            throw new StillpointError(`reading ${part.length} bytes at offset ${part.offset} failed: ${(cause as Error).message}`, { where, cause });
+          }
+        }
+        progress.bytesRead += covered;
+      }
+    };
+
+    const storeChunk = async (item: ChunkWork, read: ArrayBuffer, before: Promise<void>): Promise<void> => {
+      // Room for the sealed blob too (the worker writes it over the chunk: at most 64 bytes more).
+      const sealed = await this.workers.seal(read, item.length);
+      const ab = sealed.buf;
       await before;
       if (sealed.id === null) {
         free.push(ab);
@@ -260,21 +275,32 @@ export class RepositoryData {
     };
 
     // Chunks go into packs in disk order, whatever order the workers finish them in, so that a
-    // restore reads neighbouring chunks with one ranged read: each chunk waits for the one before.
+    // restore reads neighbouring chunks with one ranged read: each chunk waits for the one before
+    // (its turn is taken, in plan order, before its group's first await).
     let turn: Promise<void> = ready;
-    const processChunk = async (item: ChunkWork): Promise<void> => {
-      const before = turn;
-      let done!: () => void;
-      turn = new Promise<void>((resolve) => (done = resolve));
+    const processGroup = async (group: ChunkWork[]): Promise<void> => {
+      const turns = group.map(() => {
+        const before = turn;
+        let done!: () => void;
+        turn = new Promise<void>((resolve) => (done = resolve));
+        return { before, done };
+      });
       try {
-        await storeChunk(item, before);
+        const bufs = group.map(() => free.pop() ?? new ArrayBuffer(chunkSize + SEAL_SLACK));
+        await readGroup(group, bufs);
+        const stored = await Promise.allSettled(group.map((item, k) => storeChunk(item, bufs[k], turns[k].before).finally(turns[k].done)));
+        const failed = stored.find((r) => r.status === 'rejected');
+        if (failed) throw (failed as PromiseRejectedResult).reason;
       } finally {
-        done();
+        for (const t of turns) t.done();
       }
     };
 
     try {
-      await runBounded(work, inFlight, processChunk, options.signal);
+      // Without `readv` every chunk is read on its own, as many at once as are in flight (for a
+      // source with latency); with it, neighbours are read together and as many groups run.
+      const perGroup = source.readv ? Math.max(1, Math.floor(READ_GROUP_BYTES / chunkSize)) : 1;
+      await runBounded(readGroups(work, perGroup * chunkSize), Math.max(2, Math.floor(inFlight / perGroup)), processGroup, options.signal);
       await ready; // also when no chunk was read
     } catch (error) {
       await packs.settle();
@@ -501,6 +527,31 @@ export class RepositoryData {
       if (taken) this.releaseSlab(taken.sab);
     }
   }
+}
+
+/** A backup reads neighbouring chunks of a data extent together, up to this many bytes (one `readv`). */
+const READ_GROUP_BYTES = 2 ** 20;
+
+/**
+ * Chunks in groups that one read fills: neighbours that lie whole in data (one part covering the
+ * chunk), up to `maxBytes` together; any other chunk is a group of its own.
+ */
+export function* readGroups(work: Iterable<ChunkWork>, maxBytes: number): Generator<ChunkWork[]> {
+  const whole = (item: ChunkWork) => item.parts.length === 1 && item.parts[0].offset === item.start && item.parts[0].length === item.length;
+  let group: ChunkWork[] = [];
+  let bytes = 0;
+  for (const item of work) {
+    const last = group[group.length - 1];
+    const joins = last && whole(item) && whole(last) && last.start + last.length === item.start && bytes + item.length <= maxBytes;
+    if (!joins && group.length) {
+      yield group;
+      group = [];
+      bytes = 0;
+    }
+    group.push(item);
+    bytes += item.length;
+  }
+  if (group.length) yield group;
 }
 
 /** Sort, clamp and merge byte ranges. */

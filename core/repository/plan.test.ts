@@ -1,5 +1,5 @@
 import test from 'ava';
-import { normaliseRanges, planChunks } from './data.ts';
+import { normaliseRanges, planChunks, readGroups } from './data.ts';
 import type { Extent } from '../contracts/reader.ts';
 
 test('normaliseRanges sorts, clamps and merges', (t) => {
@@ -38,4 +38,17 @@ test('planChunks: a changed chunk that is now unallocated becomes zero', (t) => 
   const work = [...planChunks(100, 400, alloc, [{ offset: 150, length: 150 }], (i) => zeros.push(i))];
   t.deepEqual(work.map((w) => w.index), [1]);
   t.deepEqual(zeros, [2]);
+});
+
+test('readGroups: neighbours lying whole in data are read together, up to the byte limit; partly filled chunks alone', (t) => {
+  const alloc: Extent[] = [
+    { offset: 0, length: 650, kind: 'data' },
+    { offset: 650, length: 350, kind: 'zero' },
+    { offset: 1000, length: 300, kind: 'data' },
+  ];
+  const work = planChunks(100, 1300, alloc, [{ offset: 0, length: 700 }, { offset: 1000, length: 300 }], () => undefined);
+  const groups = [...readGroups(work, 300)].map((g) => g.map((w) => w.index));
+  // 0..5 whole (3 per group at most), 6 partly data (alone), 10..12 whole but not next to 5.
+  t.deepEqual(groups, [[0, 1, 2], [3, 4, 5], [6], [10, 11, 12]]);
+  t.deepEqual([...readGroups(planChunks(100, 300, [{ offset: 0, length: 300, kind: 'data' }], null, () => undefined), 100)].map((g) => g.length), [1, 1, 1]);
 });

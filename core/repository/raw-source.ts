@@ -66,6 +66,22 @@ export class RawFileDisk implements OpenDisk {
     }
   }
 
+  async readv(offset: number, targets: Buffer[]): Promise<void> {
+    const length = targets.reduce((n, b) => n + b.length, 0);
+    if (offset < 0 || offset + length > this.virtualSize) {
+      throw new StillpointError(`read of ${length} bytes at ${offset} is outside the disk (${this.virtualSize} bytes)`, { where: this.path });
+    }
+    const { bytesRead } = await this.handle.readv(targets, offset);
+    if (bytesRead === length) return;
+    // A short read (rare for a file): the rest buffer by buffer.
+    let at = 0;
+    for (const target of targets) {
+      const done = Math.min(target.length, Math.max(0, bytesRead - at));
+      if (done < target.length) await this.read(offset + at + done, target, target.length - done, done);
+      at += target.length;
+    }
+  }
+
   async close(): Promise<void> {
     await this.handle.close();
   }
