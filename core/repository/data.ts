@@ -245,7 +245,6 @@ export class RepositoryData {
     };
 
     const storeChunk = async (item: ChunkWork, read: ArrayBuffer, before: Promise<void>): Promise<void> => {
-      // Room for the sealed blob too (the worker writes it over the chunk: at most 64 bytes more).
       const sealed = await this.workers.seal(read, item.length);
       const ab = sealed.buf;
       await before;
@@ -286,6 +285,7 @@ export class RepositoryData {
         return { before, done };
       });
       try {
+        // Room for the sealed blob too (the worker writes it over the chunk: at most 64 bytes more).
         const bufs = group.map(() => free.pop() ?? new ArrayBuffer(chunkSize + SEAL_SLACK));
         await readGroup(group, bufs);
         const stored = await Promise.allSettled(group.map((item, k) => storeChunk(item, bufs[k], turns[k].before).finally(turns[k].done)));

@@ -173,7 +173,14 @@ export async function openRepository(storage: StorageTarget, config: RepositoryC
  */
 async function unwrapKeys(rs: RetryingStorage, repositoryId: string, passphrase: string, storageName: string): Promise<{ keys: Promise<RepositoryKeys | null> }> {
   const names = await rs.list(keys.keysPrefix);
-  const read = async (key: string) => JSON.parse((await rs.get(key)).toString('utf8')) as unknown;
+  const read = async (key: string): Promise<unknown> => {
+    const raw = await rs.get(key);
+    try {
+      return JSON.parse(raw.toString('utf8'));
+    } catch (cause) {
+      throw new CorruptImageError('the key file is not JSON', { where: `${storageName}:${key}`, cause, hint: 'restore it from a copy of the repository (it holds the wrapped keys)' });
+    }
+  };
   const first = names.length ? await read(names[0]) : null;
   const tryAll = async (): Promise<RepositoryKeys | null> => {
     for (const [i, key] of names.entries()) {

@@ -255,6 +255,10 @@ test('encryption: names and contents reveal nothing, the key file is 0600, a wro
     t.is((await viaFile.list()).length, 1);
     await viaFile.close();
     await t.throwsAsync(() => openRepository(f.storage, cfg({ passphraseEnv: 'SP_PASS' }), { env: {} }), { instanceOf: ConfigError, message: /set the environment variable SP_PASS/ });
+    // A damaged key file is named.
+    const [keyName] = (await readdir(join(f.dir, 'repo', 'keys')));
+    await writeFile(join(f.dir, 'repo', 'keys', keyName), '{"format": "stillpoint-key", trunc');
+    await t.throwsAsync(() => f.open({ passphrase: 'correct horse' }), { instanceOf: CorruptImageError, message: new RegExp(`keys/${keyName}: the key file is not JSON`) });
   } finally {
     await f.cleanup();
   }
