@@ -6,7 +6,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { BlobCodec, chunkId, isAllZero, type RepositoryKeys } from './codec.ts';
 import { CorruptImageError } from '../errors.ts';
-import type { RunResult, SlabPlace, WorkerInit, WorkerReply, WorkerTask } from './workers.ts';
+import type { RunResult, SealedItem, SlabPlace, WorkerInit, WorkerReply, WorkerTask } from './workers.ts';
 
 const init = workerData as WorkerInit;
 let keys: RepositoryKeys | null = null;
@@ -43,22 +43,19 @@ port.on('message', (task: WorkerTask) => {
   }
   try {
     if (task.op === 'seal') {
-      const data = new Uint8Array(task.buf, 0, task.length);
-      if (isAllZero(data)) {
-        reply({ seq: task.seq, ok: true, id: null, blob: null, buf: task.buf }, [task.buf]);
-        return;
-      }
-      const id = chunkId(data, keys);
-      // The blob's name is its storage key, `chunks/<xx>/<id>` (format.ts `keys.chunk`; not imported, to keep the worker light).
-      // Written over the chunk (no longer needed) in the buffer that goes back anyway: no new
-      // buffer crosses to the main thread per chunk, so its garbage collector has little to do.
-      const sealed = codec.seal(`chunks/${id.slice(0, 2)}/${id}`, data, new Uint8Array(task.buf));
-      if (sealed.buffer === task.buf) {
-        reply({ seq: task.seq, ok: true, id, blob: null, blobLength: sealed.byteLength, buf: task.buf }, [task.buf]);
-        return;
-      }
-      const blob = toOwnedArrayBuffer(sealed);
-      reply({ seq: task.seq, ok: true, id, blob, buf: task.buf }, [task.buf, blob]);
+      const transfer: ArrayBuffer[] = [];
+      reply({ seq: task.seq, ...sealChunk(task.buf, task.length, transfer) }, transfer);
+    } else if (task.op === 'sealMany') {
+      const transfer: ArrayBuffer[] = [];
+      const sealed = task.bufs.map((buf, i): SealedItem => {
+        try {
+          return sealChunk(buf, task.lengths[i], transfer);
+        } catch (error) {
+          transfer.push(buf);
+          return { ok: false, error: (error as Error).message };
+        }
+      });
+      reply({ seq: task.seq, ok: true, sealed }, transfer);
     } else if (task.op === 'openRun') {
       const results: RunResult[] = [];
       const transfer: ArrayBuffer[] = [];
@@ -104,6 +101,24 @@ port.on('message', (task: WorkerTask) => {
     reply({ seq: task.seq, ok: false, error: e.message, corrupt: e.name === 'CorruptImageError' });
   }
 });
+
+/**
+ * Hash, compress and encrypt `length` bytes of `buf`. The blob is written over the chunk (no longer
+ * needed) in the buffer that goes back anyway: no new buffer crosses to the main thread per chunk,
+ * so its garbage collector has little to do. Buffers to hand back are added to `transfer`.
+ */
+function sealChunk(buf: ArrayBuffer, length: number, transfer: ArrayBuffer[]): Extract<SealedItem, { ok: true }> {
+  const data = new Uint8Array(buf, 0, length);
+  transfer.push(buf);
+  if (isAllZero(data)) return { ok: true, id: null, blob: null, buf };
+  const id = chunkId(data, keys);
+  // The blob's name is its storage key, `chunks/<xx>/<id>` (format.ts `keys.chunk`; not imported, to keep the worker light).
+  const sealed = codec.seal(`chunks/${id.slice(0, 2)}/${id}`, data, new Uint8Array(buf));
+  if (sealed.buffer === buf) return { ok: true, id, blob: null, blobLength: sealed.byteLength, buf };
+  const blob = toOwnedArrayBuffer(sealed);
+  transfer.push(blob);
+  return { ok: true, id, blob, buf };
+}
 
 /** With `expectId`, the plaintext must hash to the chunk's name. */
 function checkId(name: string, data: Uint8Array, expectId: string | null): void {

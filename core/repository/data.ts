@@ -16,7 +16,7 @@ import {
 } from './format.ts';
 import { DEFAULT_PACK_SIZE, PackBuilder, PackIndex, packError, readPackedBlob, type ChunkLocation } from './packs.ts';
 import { RetryingStorage, type RetryPolicy } from './storage-util.ts';
-import { ChunkWorkers, type SlabPlace } from './workers.ts';
+import { ChunkWorkers, type SealResult, type SlabPlace } from './workers.ts';
 
 const debug = createDebug('stillpoint:repository');
 
@@ -244,8 +244,8 @@ export class RepositoryData {
       }
     };
 
-    const storeChunk = async (item: ChunkWork, read: ArrayBuffer, before: Promise<void>): Promise<void> => {
-      const sealed = await this.workers.seal(read, item.length);
+    const storeChunk = async (item: ChunkWork, sealing: Promise<SealResult>, before: Promise<void>): Promise<void> => {
+      const sealed = await sealing;
       const ab = sealed.buf;
       await before;
       if (sealed.id === null) {
@@ -288,7 +288,9 @@ export class RepositoryData {
         // Room for the sealed blob too (the worker writes it over the chunk: at most 64 bytes more).
         const bufs = group.map(() => free.pop() ?? new ArrayBuffer(chunkSize + SEAL_SLACK));
         await readGroup(group, bufs);
-        const stored = await Promise.allSettled(group.map((item, k) => storeChunk(item, bufs[k], turns[k].before).finally(turns[k].done)));
+        // A group goes to one worker in one message (one wake-up and one reply for all of it).
+        const sealing = group.length > 1 ? this.workers.sealMany(bufs, group.map((item) => item.length)) : [this.workers.seal(bufs[0], group[0].length)];
+        const stored = await Promise.allSettled(group.map((item, k) => storeChunk(item, sealing[k], turns[k].before).finally(turns[k].done)));
         const failed = stored.find((r) => r.status === 'rejected');
         if (failed) throw (failed as PromiseRejectedResult).reason;
       } finally {
