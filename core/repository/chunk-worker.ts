@@ -51,7 +51,7 @@ port.on('message', (task: WorkerTask) => {
         try {
           return sealChunk(buf, task.lengths[i], transfer);
         } catch (error) {
-          transfer.push(buf);
+          if (!transfer.includes(buf)) transfer.push(buf);
           return { ok: false, error: (error as Error).message };
         }
       });

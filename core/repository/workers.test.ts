@@ -1,0 +1,32 @@
+import { randomBytes } from 'node:crypto';
+import test from 'ava';
+import { BlobCodec, chunkId } from './codec.ts';
+import { ChunkWorkers } from './workers.ts';
+
+test('sealMany: each chunk of one message is sealed as seal() would, zeros are named null, and a bad one fails alone', async (t) => {
+  const keys = { encKey: randomBytes(32), idKey: randomBytes(32) };
+  const workers = new ChunkWorkers(keys, 1, 1);
+  try {
+    const size = 64 * 1024;
+    const text = Buffer.alloc(size, 'stillpoint ');
+    const random = randomBytes(size);
+    const bufs = [text, Buffer.alloc(size), random, text].map((b) => {
+      const ab = new ArrayBuffer(size + 64);
+      new Uint8Array(ab).set(b);
+      return ab;
+    });
+    // The third chunk claims more bytes than its buffer holds.
+    const results = await Promise.allSettled(workers.sealMany(bufs, [size, size, size * 2, size]));
+    t.is(results[2].status, 'rejected');
+    const ok = results.filter((r): r is PromiseFulfilledResult<Awaited<ReturnType<ChunkWorkers['seal']>>> => r.status === 'fulfilled').map((r) => r.value);
+    t.is(ok.length, 3);
+    t.is(ok[0].id, chunkId(text, keys));
+    t.is(ok[1].id, null, 'an all-zero chunk is not stored');
+    t.is(ok[2].id, ok[0].id);
+    const codec = new BlobCodec({ keys, compressionLevel: 1 });
+    t.true(codec.open(`chunks/${ok[0].id!.slice(0, 2)}/${ok[0].id}`, ok[0].blob!).equals(text));
+    t.true(ok[0].blob!.length < size / 4, 'text is compressed');
+  } finally {
+    await workers.close();
+  }
+});
