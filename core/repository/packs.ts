@@ -138,15 +138,22 @@ export class PackIndex {
   get(id: string): ChunkLocation | undefined {
     if (id.length !== 64) return undefined;
     this.probe.write(id, 'hex');
+    const slot = this.slotOf(this.probe, 0);
+    const p = this.slotPack[slot];
+    if (p < 0) return undefined;
+    const raw = this.raw[p]!;
+    const at = this.slotEntry[slot] * ENTRY;
+    return { pack: this.packIds[p]!, offset: raw.readUInt32LE(at + 32), length: raw.readUInt32LE(at + 36) };
+  }
+
+  /** The slot holding the chunk named by the 32 bytes of `name` at `at`, or the empty slot where it would go. */
+  private slotOf(name: Buffer, at: number): number {
     const mask = this.slotPack.length - 1;
-    for (let slot = this.probe.readUInt32BE(0) & mask; ; slot = (slot + 1) & mask) {
+    for (let slot = name.readUInt32BE(at) & mask; ; slot = (slot + 1) & mask) {
       const p = this.slotPack[slot];
-      if (p < 0) return undefined;
-      const raw = this.raw[p]!;
-      const at = this.slotEntry[slot] * ENTRY;
-      if (raw.compare(this.probe, 0, 32, at, at + 32) === 0) {
-        return { pack: this.packIds[p]!, offset: raw.readUInt32LE(at + 32), length: raw.readUInt32LE(at + 36) };
-      }
+      if (p < 0) return slot;
+      const et = this.slotEntry[slot] * ENTRY;
+      if (this.raw[p]!.compare(name, at, at + 32, et, et + 32) === 0) return slot;
     }
   }
 
@@ -172,25 +179,10 @@ export class PackIndex {
 
   /** Place entry `e` of pack `p`; a chunk already indexed now points to this pack (the latest). */
   private insert(p: number, e: number): void {
-    const raw = this.raw[p]!;
-    const at = e * ENTRY;
-    const mask = this.slotPack.length - 1;
-    for (let slot = raw.readUInt32BE(at) & mask; ; slot = (slot + 1) & mask) {
-      const q = this.slotPack[slot];
-      if (q < 0) {
-        this.slotPack[slot] = p;
-        this.slotEntry[slot] = e;
-        this.chunks++;
-        return;
-      }
-      const other = this.raw[q]!;
-      const ot = this.slotEntry[slot] * ENTRY;
-      if (other.compare(raw, at, at + 32, ot, ot + 32) === 0) {
-        this.slotPack[slot] = p;
-        this.slotEntry[slot] = e;
-        return;
-      }
-    }
+    const slot = this.slotOf(this.raw[p]!, e * ENTRY);
+    if (this.slotPack[slot] < 0) this.chunks++;
+    this.slotPack[slot] = p;
+    this.slotEntry[slot] = e;
   }
 
   /** Room for `n` chunks at a load of at most one half. */
