@@ -42,10 +42,7 @@ port.on('message', (task: WorkerTask) => {
     return;
   }
   try {
-    if (task.op === 'seal') {
-      const transfer: ArrayBuffer[] = [];
-      reply({ seq: task.seq, ...sealChunk(task.buf, task.length, transfer) }, transfer);
-    } else if (task.op === 'sealMany') {
+    if (task.op === 'sealMany') {
       const transfer: ArrayBuffer[] = [];
       const sealed = task.bufs.map((buf, i): SealedItem => {
         try {

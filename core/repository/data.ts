@@ -289,7 +289,7 @@ export class RepositoryData {
         const bufs = group.map(() => free.pop() ?? new ArrayBuffer(chunkSize + SEAL_SLACK));
         await readGroup(group, bufs);
         // A group goes to one worker in one message (one wake-up and one reply for all of it).
-        const sealing = group.length > 1 ? this.workers.sealMany(bufs, group.map((item) => item.length)) : [this.workers.seal(bufs[0], group[0].length)];
+        const sealing = this.workers.sealMany(bufs, group.map((item) => item.length));
         const stored = await Promise.allSettled(group.map((item, k) => storeChunk(item, sealing[k], turns[k].before).finally(turns[k].done)));
         const failed = stored.find((r) => r.status === 'rejected');
         if (failed) throw (failed as PromiseRejectedResult).reason;

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import test from 'ava';
 import { BlobCodec, chunkId } from './codec.ts';
-import { ChunkWorkers } from './workers.ts';
+import { ChunkWorkers, type SealResult } from './workers.ts';
 
-test('sealMany: each chunk of one message is sealed as seal() would, zeros are named null, and a bad one fails alone', async (t) => {
+test('sealMany: each chunk of one message is hashed, compressed and encrypted, zeros are named null, and a bad one fails alone', async (t) => {
   const keys = { encKey: randomBytes(32), idKey: randomBytes(32) };
   const workers = new ChunkWorkers(keys, 1, 1);
   try {
@@ -18,7 +18,7 @@ test('sealMany: each chunk of one message is sealed as seal() would, zeros are n
     // The third chunk claims more bytes than its buffer holds.
     const results = await Promise.allSettled(workers.sealMany(bufs, [size, size, size * 2, size]));
     t.is(results[2].status, 'rejected');
-    const ok = results.filter((r): r is PromiseFulfilledResult<Awaited<ReturnType<ChunkWorkers['seal']>>> => r.status === 'fulfilled').map((r) => r.value);
+    const ok = results.filter((r): r is PromiseFulfilledResult<SealResult> => r.status === 'fulfilled').map((r) => r.value);
     t.is(ok.length, 3);
     t.is(ok[0].id, chunkId(text, keys));
     t.is(ok[1].id, null, 'an all-zero chunk is not stored');

@@ -12,7 +12,6 @@ export interface WorkerInit {
 
 export type WorkerTask =
   | { op: 'keys'; keys: { encKey: Uint8Array; idKey: Uint8Array } | null }
-  | { op: 'seal'; seq: number; buf: ArrayBuffer; length: number }
   | { op: 'sealMany'; seq: number; bufs: ArrayBuffer[]; lengths: number[] }
   | { op: 'slab'; id: number; sab: SharedArrayBuffer | null }
   | { op: 'open'; seq: number; name: string; expectId: string | null; blob: ArrayBuffer; out?: ArrayBuffer; into?: SlabPlace }
@@ -40,7 +39,7 @@ export interface RunItem {
 /** What became of one blob of a run: its plaintext (`length` bytes of `buf`), or why not. */
 export type RunResult = { ok: true; buf: ArrayBuffer | null; length: number } | { ok: false; error: string; corrupt: boolean };
 
-/** One chunk sealed by `sealMany`: as a `seal` reply, or why it failed. */
+/** One chunk sealed by `sealMany`, or why it failed. */
 export type SealedItem = { ok: true; id: string | null; blob: ArrayBuffer | null; buf: ArrayBuffer; blobLength?: number } | { ok: false; error: string };
 
 export type WorkerReply =
@@ -135,18 +134,10 @@ export class ChunkWorkers {
     return Buffer.from(this.slabs[place.slab]!, place.offset, length);
   }
 
-  /** Hash, compress and encrypt `length` bytes of `buf` (transferred to the worker and handed back). */
-  async seal(buf: ArrayBuffer, length: number): Promise<SealResult> {
-    const reply = await this.run((seq) => ({ op: 'seal', seq, buf, length }), [buf]);
-    if (!reply.ok) throw new StillpointError(`sealing a chunk failed: ${reply.error}`);
-    if ('run' in reply || 'sealed' in reply) throw new StillpointError('chunk worker answered a chunk with several results');
-    const blob = reply.blob ? Buffer.from(reply.blob) : reply.blobLength !== undefined ? Buffer.from(reply.buf!, 0, reply.blobLength) : null;
-    return { id: reply.id, blob, buf: reply.buf! };
-  }
-
   /**
-   * `seal` for several chunks in one message to one worker (neighbours read together): one
-   * wake-up and one reply for all of them. One promise per chunk, so that a failure stays its own.
+   * Hash, compress and encrypt `lengths[i]` bytes of each of `bufs` (transferred to one worker in one
+   * message and handed back: neighbours read together cost one wake-up and one reply). One promise
+   * per chunk, so that a failure stays its own.
    */
   sealMany(bufs: ArrayBuffer[], lengths: number[]): Array<Promise<SealResult>> {
     const reply = this.run((seq) => ({ op: 'sealMany', seq, bufs, lengths }), bufs, bufs.length);
@@ -156,6 +147,7 @@ export class ChunkWorkers {
       if (!('sealed' in r)) throw new StillpointError('chunk worker answered several chunks with one result');
       const one = r.sealed[i];
       if (!one.ok) throw new StillpointError(`sealing a chunk failed: ${one.error}`);
+      // The blob is its own buffer, or the first `blobLength` bytes of the chunk's buffer.
       const blob = one.blob ? Buffer.from(one.blob) : one.blobLength !== undefined ? Buffer.from(one.buf, 0, one.blobLength) : null;
       return { id: one.id, blob, buf: one.buf };
     });
@@ -177,7 +169,7 @@ export class ChunkWorkers {
       if (reply.corrupt) throw new CorruptImageError(reply.error);
       throw new StillpointError(reply.error);
     }
-    if ('run' in reply || 'sealed' in reply) throw new StillpointError('chunk worker answered a chunk with several results');
+    if ('run' in reply || 'sealed' in reply) throw new StillpointError('chunk worker answered a blob with several results');
     if (into && reply.blob === null && reply.buf === null && reply.blobLength !== undefined) return this.slabView(into, reply.blobLength);
     if (reply.blob === null && reply.buf && reply.blobLength !== undefined) return Buffer.from(reply.buf, 0, reply.blobLength);
     return Buffer.from(reply.blob!);
