@@ -203,7 +203,21 @@ export class BtrfsSnapshotProvider implements VolumeSnapshotProvider {
     }
   }
 
-  async #remember(volume: VolumeRef): Promise<void> {
+  /** The state file's last update: updates run one after another (each reads, adds and writes the file). */
+  #stateWrites: Promise<void> = Promise.resolve();
+
+  /**
+   * Add `volume` to the state file. Snapshots of several volumes are taken at once: without the
+   * queue, two updates read the same file, and the second rename finds the shared temporary file
+   * gone (ENOENT) or drops the first's volume.
+   */
+  #remember(volume: VolumeRef): Promise<void> {
+    const update = this.#stateWrites.then(() => this.#addToState(volume));
+    this.#stateWrites = update.catch(() => undefined);
+    return update;
+  }
+
+  async #addToState(volume: VolumeRef): Promise<void> {
     const file = this.#options.stateFile;
     if (!file) return;
     const known = await this.#readState();

@@ -88,6 +88,20 @@ btrfsTest('a read-only snapshot freezes the volume as it was; present maps paths
   t.deepEqual(readdirSync(join(vol, '.stillpoint-snapshots')), []);
 });
 
+btrfsTest('snapshots of several volumes taken at once are all remembered in the state file', async (t) => {
+  const state = await mkdtemp(join(tmpdir(), 'stillpoint-btrfs-state-'));
+  t.teardown(() => rm(state, { recursive: true, force: true }));
+  const stateFile = join(state, 'volumes.json');
+  const provider = new BtrfsSnapshotProvider({ stateFile });
+  const volumes = ['c1', 'c2', 'c3', 'c4'].map((name) => ({ name, path: fs.subvolume(name) }));
+  const snaps = await Promise.all(volumes.map((v) => provider.create(v, { jobId: 'at-once' })));
+  const remembered = (JSON.parse(readFileSync(stateFile, 'utf8')) as { volumes: Array<{ name: string }> }).volumes.map((v) => v.name).sort();
+  t.deepEqual(remembered, ['c1', 'c2', 'c3', 'c4']);
+  const fresh = new BtrfsSnapshotProvider({ stateFile });
+  t.deepEqual((await fresh.list()).map((s) => s.id).sort(), snaps.map((s) => s.id).sort());
+  for (const s of snaps) await provider.delete(s);
+});
+
 btrfsTest('an absolute snapshot directory, proxy roots, and refusal to touch what is not a Stillpoint snapshot', async (t) => {
   const dir = join(fs.mount, 'snapdir');
   const provider = new BtrfsSnapshotProvider({ snapshotDir: dir, proxyRoots: { remote: '/mnt/host1' } });
