@@ -7,7 +7,13 @@
  * cache, as the image is for the backups, and with every cache dropped). Wall time, peak memory
  * (/usr/bin/time -v), repository size after each step; a table and the ratios the issue asks for.
  *
- *   node --import tsx scripts/bench/repository-vs-restic-borg.ts [--size-gib 4] [--incrementals 2]
+ * Each timed step runs `--repeat` times per tool (3 by default), the tools taking turns in an order
+ * that rotates from one round to the next, and every repetition starts from the same state (the
+ * repositories and caches as they were before the step are copied back). The table gives the median
+ * and the range; the ratios compare medians. On a shared VM one run of a tool can be 10–20% slower
+ * than the next, which a single run would blame on the tool.
+ *
+ *   node --import tsx scripts/bench/repository-vs-restic-borg.ts [--size-gib 4] [--incrementals 2] [--repeat 3]
  *        [--chunk-sizes 262144,1048576 (default: the repository's default)] [--dir /var/tmp/stillpoint-bench] [--keep]
  *
  * Stillpoint runs from a bundle (scripts/bundle.ts, into dist/bench), as a production build would.
@@ -28,6 +34,7 @@ const { values } = parseArgs({
   options: {
     'size-gib': { type: 'string', default: '4' },
     incrementals: { type: 'string', default: '2' },
+    repeat: { type: 'string', default: '3' },
     // Empty: the repository's default chunk size.
     'chunk-sizes': { type: 'string', default: '' },
     dir: { type: 'string', default: '/var/tmp/stillpoint-bench' },
@@ -38,6 +45,7 @@ const { values } = parseArgs({
 });
 const SIZE = Number(values['size-gib']) * 2 ** 30;
 const INCREMENTALS = Number(values.incrementals);
+const REPEAT = Math.max(1, Number(values.repeat));
 const CHUNK_SIZES: Array<number | null> = values['chunk-sizes'] ? values['chunk-sizes'].split(',').map(Number) : [null];
 const DIR = values.dir!;
 const MiB = 2 ** 20;
@@ -189,10 +197,41 @@ async function changeImage(path: string, round: number): Promise<Array<{ offset:
 interface Row {
   tool: string;
   step: string;
-  seconds: number;
+  /** Wall time of each repetition. */
+  runs: number[];
   peakMiB: number;
   repoBytes: number;
   note?: string;
+}
+
+function median(xs: number[]): number {
+  const a = [...xs].sort((x, y) => x - y);
+  const m = a.length >> 1;
+  return a.length % 2 ? a[m] : (a[m - 1] + a[m]) / 2;
+}
+
+/** The tools in the order of round `round` (rotated, so that none always runs first). */
+function rotated<T>(items: T[], round: number): T[] {
+  const k = round % items.length;
+  return [...items.slice(k), ...items.slice(0, k)];
+}
+
+/**
+ * Save what a tool's step starts from (its repository and cache), to put it back before each
+ * further repetition of the step; `drop` deletes the saved copy.
+ */
+function saveState(files: string[], where: string): { restore(): void; drop(): void } {
+  rmSync(where, { recursive: true, force: true });
+  const saved = files.filter((f) => existsSync(f)).map((f, i) => ({ f, copy: join(where, String(i)) }));
+  mkdirSync(where, { recursive: true });
+  for (const { f, copy } of saved) execFileSync('cp', ['-a', f, copy]);
+  return {
+    restore() {
+      for (const f of files) rmSync(f, { recursive: true, force: true });
+      for (const { f, copy } of saved) execFileSync('cp', ['-a', copy, f]);
+    },
+    drop: () => rmSync(where, { recursive: true, force: true }),
+  };
 }
 
 async function main(): Promise<void> {
@@ -263,16 +302,28 @@ async function main(): Promise<void> {
       writeFileSync(changed, JSON.stringify(ranges));
       console.log(`${step}: changed ${ranges.length} scattered 1 MiB places (${((ranges.length * MiB) / SIZE * 100).toFixed(1)}%)`);
     }
-    for (const t of tools) {
-      warmUp();
-      execFileSync('sync'); // no dirty pages of the image or another tool's repository left to flush
-      execFileSync('sh', ['-c', `cat ${image} > /dev/null`]); // every tool reads the image from the page cache
-      const before = existsSync(t.repo) ? du(t.repo) : 0;
-      const m = t.backup(step, changed);
-      const after = du(t.repo);
-      rows.push({ tool: t.name, step, seconds: m.seconds, peakMiB: m.peakMiB, repoBytes: after, note: `+${((after - before) / MiB).toFixed(1)} MiB` });
-      console.log(`${t.name.padEnd(20)} ${step.padEnd(14)} ${m.seconds.toFixed(2)} s  ${(SIZE / MiB / m.seconds).toFixed(0)} MiB/s of disk  peak ${m.peakMiB.toFixed(0)} MiB  repo ${(after / MiB).toFixed(0)} MiB (+${((after - before) / MiB).toFixed(1)})`);
+    const states = REPEAT > 1 ? tools.map((t, i) => saveState(t.files, join(DIR, 'saved-state', String(i)))) : [];
+    const befores = tools.map((t) => (existsSync(t.repo) ? du(t.repo) : 0));
+    const stepRows = tools.map((t): Row => ({ tool: t.name, step, runs: [], peakMiB: 0, repoBytes: 0 }));
+    for (let round = 0; round < REPEAT; round++) {
+      for (const i of rotated([...tools.keys()], round)) {
+        const t = tools[i];
+        if (round > 0) states[i].restore();
+        warmUp();
+        execFileSync('sync'); // no dirty pages of the image or another tool's repository left to flush
+        execFileSync('sh', ['-c', `cat ${image} > /dev/null`]); // every tool reads the image from the page cache
+        const m = t.backup(step, changed);
+        const after = du(t.repo);
+        const row = stepRows[i];
+        row.runs.push(m.seconds);
+        row.peakMiB = Math.max(row.peakMiB, m.peakMiB);
+        row.repoBytes = after;
+        row.note = `+${((after - befores[i]) / MiB).toFixed(1)} MiB`;
+        console.log(`${t.name.padEnd(20)} ${step.padEnd(14)} ${m.seconds.toFixed(2)} s  ${(SIZE / MiB / m.seconds).toFixed(0)} MiB/s of disk  peak ${m.peakMiB.toFixed(0)} MiB  repo ${(after / MiB).toFixed(0)} MiB (+${((after - befores[i]) / MiB).toFixed(1)})`);
+      }
     }
+    states.forEach((s) => s.drop());
+    rows.push(...stepRows);
   }
   // Two restores per tool. `restore`: its repository read into the page cache first, as the image
   // is before every backup (restic and borg write theirs through the cache, Stillpoint's packs go
@@ -282,16 +333,22 @@ async function main(): Promise<void> {
   if (!cold) console.log('not root: the cold restores (caches dropped) are left out');
   const restoreSteps = cold ? ['restore', 'restore-cold'] : ['restore'];
   for (const step of restoreSteps) {
-    for (const t of tools) {
-      rmSync(t.output, { force: true }); // the restore before this one's
-      warmUp();
-      execFileSync('sync');
-      if (step === 'restore') execFileSync('sh', ['-c', `find ${t.files.join(' ')} -type f -exec cat {} + > /dev/null`]);
-      else writeFileSync('/proc/sys/vm/drop_caches', '3');
-      const m = t.restore();
-      rows.push({ tool: t.name, step, seconds: m.seconds, peakMiB: m.peakMiB, repoBytes: du(t.repo) });
-      console.log(`${t.name.padEnd(20)} ${step.padEnd(14)} ${m.seconds.toFixed(2)} s  peak ${m.peakMiB.toFixed(0)} MiB`);
+    const stepRows = tools.map((t): Row => ({ tool: t.name, step, runs: [], peakMiB: 0, repoBytes: du(t.repo) }));
+    for (let round = 0; round < REPEAT; round++) {
+      for (const i of rotated([...tools.keys()], round)) {
+        const t = tools[i];
+        rmSync(t.output, { force: true }); // the restore before this one's
+        warmUp();
+        execFileSync('sync');
+        if (step === 'restore') execFileSync('sh', ['-c', `find ${t.files.join(' ')} -type f -exec cat {} + > /dev/null`]);
+        else writeFileSync('/proc/sys/vm/drop_caches', '3');
+        const m = t.restore();
+        stepRows[i].runs.push(m.seconds);
+        stepRows[i].peakMiB = Math.max(stepRows[i].peakMiB, m.peakMiB);
+        console.log(`${t.name.padEnd(20)} ${step.padEnd(14)} ${m.seconds.toFixed(2)} s  peak ${m.peakMiB.toFixed(0)} MiB`);
+      }
     }
+    rows.push(...stepRows);
   }
   // Every tool restored the same bytes.
   for (const t of tools) {
@@ -303,19 +360,20 @@ async function main(): Promise<void> {
   // ---- table -------------------------------------------------------------------------------
   const get = (tool: string, step: string) => rows.find((r) => r.tool === tool && r.step === step)!;
   const refs = ['restic', 'borg'];
-  console.log('\n| tool | step | wall s | MiB/s of disk | peak RSS MiB | repo MiB | growth |');
+  console.log(`\n| tool | step | wall s, median of ${REPEAT} (range) | MiB/s of disk | peak RSS MiB | repo MiB | growth |`);
   console.log('|---|---|---:|---:|---:|---:|---:|');
   for (const r of rows) {
-    console.log(`| ${r.tool} | ${r.step} | ${r.seconds.toFixed(2)} | ${(SIZE / MiB / r.seconds).toFixed(0)} | ${r.peakMiB.toFixed(0)} | ${(r.repoBytes / MiB).toFixed(0)} | ${r.step.startsWith('restore') ? '' : r.note} |`);
+    const range = r.runs.length > 1 ? ` (${Math.min(...r.runs).toFixed(2)}–${Math.max(...r.runs).toFixed(2)})` : '';
+    console.log(`| ${r.tool} | ${r.step} | ${median(r.runs).toFixed(2)}${range} | ${(SIZE / MiB / median(r.runs)).toFixed(0)} | ${r.peakMiB.toFixed(0)} | ${(r.repoBytes / MiB).toFixed(0)} | ${r.step.startsWith('restore') ? '' : r.note} |`);
   }
   function printRatios(): void {
-    console.log('\nRatios (Stillpoint vs the faster / smaller of restic and borg; targets from issue 8):');
+    console.log(`\nRatios (Stillpoint vs the faster / smaller of restic and borg, medians of ${REPEAT} runs; targets from issue 8):`);
     console.log('| stillpoint | step | speed-up (target) | repo size or growth vs ref (target) | peak RSS MiB (<= 512) |');
     console.log('|---|---|---:|---:|---:|');
     for (const t of tools.filter((x) => x.name.startsWith('stillpoint'))) {
       for (const { step } of [...steps, ...restoreSteps.map((step) => ({ step }))]) {
         const mine = get(t.name, step);
-        const fastest = Math.min(...refs.map((r) => get(r, step).seconds));
+        const fastest = Math.min(...refs.map((r) => median(get(r, step).runs)));
         const target = step === 'full' ? 3 : step.startsWith('restore') ? 2 : 10;
         let size = '';
         if (step === 'full') {
@@ -325,7 +383,7 @@ async function main(): Promise<void> {
           const growth = (tool: string) => get(tool, step).repoBytes - get(tool, steps[steps.findIndex((s) => s.step === step) - 1].step).repoBytes;
           size = `${(growth(t.name) / growth('restic')).toFixed(3)} x restic's growth (<= 1.00)`;
         }
-        console.log(`| ${t.name} | ${step} | ${(fastest / mine.seconds).toFixed(2)} x (>= ${target}) | ${size} | ${mine.peakMiB.toFixed(0)} |`);
+        console.log(`| ${t.name} | ${step} | ${(fastest / median(mine.runs)).toFixed(2)} x (>= ${target}) | ${size} | ${mine.peakMiB.toFixed(0)} |`);
       }
     }
   }
