@@ -1,7 +1,8 @@
 import createDebug from 'debug';
 import { StillpointError } from '../errors.ts';
 import { runBounded } from './data.ts';
-import { keys, tableEntry, type Manifest } from './format.ts';
+import { ChunkNameSet } from './chunk-set.ts';
+import { keys, type Manifest } from './format.ts';
 import { DEFAULT_PACK_SIZE, PackBuilder } from './packs.ts';
 import type { Repository } from './repository.ts';
 import { applyRetention, type Retention } from './retention.ts';
@@ -64,7 +65,8 @@ export interface GcResult {
  * or sees its references.
  */
 export async function garbageCollect(repo: Repository, options: GcOptions = {}): Promise<GcResult> {
-  const live = { chunks: new Set<string>(), tables: new Set<string>() };
+  // Live chunk names in a compact set: a mark phase holds every chunk of the repository.
+  const live = { chunks: new ChunkNameSet(), tables: new Set<string>() };
   const seen = new Set<string>();
   const addManifest = async (m: Manifest) => {
     for (const disk of m.disks) {
@@ -79,10 +81,7 @@ export async function garbageCollect(repo: Repository, options: GcOptions = {}):
           cause,
         });
       }
-      for (let i = 0; i < disk.chunkCount; i++) {
-        const c = tableEntry(table, i);
-        if (c) live.chunks.add(c);
-      }
+      for (let i = 0; i < disk.chunkCount; i++) live.chunks.addTableEntry(table, i);
     }
   };
   const markManifests = async () => {

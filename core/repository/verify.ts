@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { ChunkNameSet } from './chunk-set.ts';
 import { keys, tableEntry, type Manifest } from './format.ts';
 import { runBounded } from './data.ts';
 import type { Repository } from './repository.ts';
@@ -59,9 +60,12 @@ export async function verifyRepository(repo: Repository, options: VerifyOptions 
     d.problems.push(problem);
   };
 
-  // Load manifests and chunk tables; collect the distinct referenced chunks.
-  const tables = new Map<string, Buffer | null>();
-  const referenced = new Set<string>();
+  // Load manifests and chunk tables; collect the distinct referenced chunks. A table is read once
+  // (restore points of an unchanged disk share theirs) and not kept: memory grows with the
+  // distinct chunks only (ChunkNameSet), however many restore points there are.
+  const tablesRead = new Set<string>();
+  const unreadable = new Set<string>();
+  const referenced = new ChunkNameSet();
   let done = 0;
   for (const id of ids) {
     let m: Manifest;
@@ -73,21 +77,21 @@ export async function verifyRepository(repo: Repository, options: VerifyOptions 
     }
     manifests.push(m);
     for (const disk of m.disks) {
-      if (!tables.has(disk.table)) {
-        try {
-          tables.set(disk.table, await repo.data.loadTable(disk));
-        } catch (error) {
-          tables.set(disk.table, null);
-          note({ id: m.id, vm: m.vm.name, job: m.job }, { disk: disk.id, chunk: `table ${disk.table}`, problem: `chunk table cannot be read: ${(error as Error).message}` });
-          continue;
-        }
+      if (unreadable.has(disk.table)) {
+        note({ id: m.id, vm: m.vm.name, job: m.job }, { disk: disk.id, chunk: `table ${disk.table}`, problem: 'chunk table cannot be read (see the restore point that reported it first)' });
+        continue;
       }
-      const table = tables.get(disk.table);
-      if (!table) continue;
-      for (let i = 0; i < disk.chunkCount; i++) {
-        const c = tableEntry(table, i);
-        if (c) referenced.add(c);
+      if (tablesRead.has(disk.table)) continue;
+      let table: Buffer;
+      try {
+        table = await repo.data.loadTable(disk);
+      } catch (error) {
+        unreadable.add(disk.table);
+        note({ id: m.id, vm: m.vm.name, job: m.job }, { disk: disk.id, chunk: `table ${disk.table}`, problem: `chunk table cannot be read: ${(error as Error).message}` });
+        continue;
       }
+      tablesRead.add(disk.table);
+      for (let i = 0; i < disk.chunkCount; i++) referenced.addTableEntry(table, i);
     }
     done++;
     options.onProgress?.({ phase: 'manifests', done, total: ids.length });
@@ -109,10 +113,20 @@ export async function verifyRepository(repo: Repository, options: VerifyOptions 
     checked = referenced.size;
   } else {
     await repo.data.packIndex.sync();
-    const all = [...referenced];
-    const sample = all.filter((c) => percent >= 100 || sampled(c, percent));
-    // A sample of a positive share always checks something, however few chunks there are.
-    if (sample.length === 0 && all.length > 0 && percent > 0) sample.push(all[Math.floor(Math.random() * all.length)]);
+    // The sample as numbers into the set (4 bytes a chunk), or every chunk.
+    let sample: Iterable<string> = referenced;
+    let total = referenced.size;
+    if (percent < 100) {
+      const picked: number[] = [];
+      for (let n = 0; n < referenced.size; n++) if (sampled(referenced.at(n), percent)) picked.push(n);
+      // A sample of a positive share always checks something, however few chunks there are.
+      if (picked.length === 0 && referenced.size > 0 && percent > 0) picked.push(Math.floor(Math.random() * referenced.size));
+      const numbers = Uint32Array.from(picked);
+      sample = (function* () {
+        for (const n of numbers) yield referenced.at(n);
+      })();
+      total = numbers.length;
+    }
     await runBounded(sample, repo.data.workers.size * 2 + 2, async (c) => {
       try {
         await repo.data.readChunk(c, true);
@@ -123,15 +137,22 @@ export async function verifyRepository(repo: Repository, options: VerifyOptions 
           : `damaged: ${e.message}`);
       }
       checked++;
-      options.onProgress?.({ phase: 'chunks', done: checked, total: sample.length });
+      options.onProgress?.({ phase: 'chunks', done: checked, total });
     });
   }
 
-  // Name the restore points that use a bad chunk.
+  // Name the restore points that use a bad chunk (their tables read again: this is the rare case).
   if (bad.size > 0) {
+    // One table at a time (neighbouring restore points often share theirs).
+    let lastName: string | null = null;
+    let table: Buffer | null = null;
     for (const m of manifests) {
       for (const disk of m.disks) {
-        const table = tables.get(disk.table);
+        if (unreadable.has(disk.table)) continue;
+        if (lastName !== disk.table) {
+          lastName = disk.table;
+          table = await repo.data.loadTable(disk).catch(() => null);
+        }
         if (!table) continue;
         for (let i = 0; i < disk.chunkCount; i++) {
           const c = tableEntry(table, i);

@@ -373,6 +373,29 @@ test('verify: quick finds a missing pack, deep a corrupted chunk in a pack; both
   }
 });
 
+test('verify names every restore point whose chunk table cannot be read, also those sharing it', async (t) => {
+  const f = await fixture();
+  try {
+    const repo = await f.open();
+    const img = await writeImage(f.dir, 'd.img', mixedImage(MiB));
+    const b1 = await backup(repo, img, { time: new Date('2026-02-01T00:00:00Z') });
+    const b2 = await backup(repo, img, { time: new Date('2026-02-02T00:00:00Z') });
+    const table = (await repo.manifest(b1.id)).disks[0].table;
+    t.is((await repo.manifest(b2.id)).disks[0].table, table, 'the same content: one table');
+    const key = `tables/${table.slice(0, 2)}/${table}`;
+    const bytes = await f.storage.get(key);
+    bytes[bytes.length - 5] ^= 0xff;
+    await f.storage.put(key, bytes);
+    const report = await repo.verify();
+    t.false(report.ok);
+    t.deepEqual(report.damaged.map((d) => d.id).sort(), [b1.id, b2.id].sort());
+    for (const d of report.damaged) t.regex(d.problems[0].problem, /chunk table cannot be read/);
+    t.is(report.damaged[0].problems[0].chunk, `table ${table}`);
+  } finally {
+    await f.cleanup();
+  }
+});
+
 test('retention and prune per job and VM; gc removes only unreferenced chunks, and defers while a backup runs', async (t) => {
   const f = await fixture();
   try {
