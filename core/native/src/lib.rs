@@ -250,7 +250,11 @@ impl stillpoint_ffi::FfiError for Error {
 static HANDLES: Handles<Writer> = Handles::new();
 
 fn get(h: i64) -> Result<Arc<Writer>> {
-    HANDLES.get(h).ok_or_else(|| Error::invalid(format!("file handle {h} is not open (closed already?)")))
+    HANDLES.get(h).ok_or_else(|| not_open(h))
+}
+
+fn not_open(h: i64) -> Error {
+    Error::invalid(format!("file handle {h} is not open (closed already?)"))
 }
 
 fn guard(err: *mut u8, errlen: i64, f: impl FnOnce() -> Result<i64>) -> i64 {
@@ -332,7 +336,7 @@ pub extern "C" fn stillpoint_io_close(h: i64, err: *mut u8, errlen: i64) -> i64 
         HANDLES
             .remove(h)
             .map(|_| 0)
-            .ok_or_else(|| Error::invalid(format!("file handle {h} is not open (closed already?)")))
+            .ok_or_else(|| not_open(h))
     })
 }
 
