@@ -81,17 +81,17 @@ port.on('message', (task: WorkerTask) => {
       if (task.into) {
         const data = intoSlab(task.name, codec.open(task.name, new Uint8Array(task.blob), slabView(task.into)), task.into);
         checkId(task.name, data, task.expectId);
-        reply({ seq: task.seq, ok: true, id: task.expectId, blob: null, blobLength: data.byteLength, buf: null });
+        reply({ seq: task.seq, ok: true, blob: null, blobLength: data.byteLength, buf: null });
         return;
       }
       const data = codec.open(task.name, new Uint8Array(task.blob), task.out ? new Uint8Array(task.out) : undefined);
       checkId(task.name, data, task.expectId);
       if (task.out && data.buffer === task.out) {
-        reply({ seq: task.seq, ok: true, id: task.expectId, blob: null, blobLength: data.byteLength, buf: task.out }, [task.out]);
+        reply({ seq: task.seq, ok: true, blob: null, blobLength: data.byteLength, buf: task.out }, [task.out]);
         return;
       }
       const out = toOwnedArrayBuffer(data);
-      reply({ seq: task.seq, ok: true, id: task.expectId, blob: out, buf: null }, [out]);
+      reply({ seq: task.seq, ok: true, blob: out, buf: null }, [out]);
     }
   } catch (error) {
     const e = error as Error;

@@ -43,7 +43,7 @@ export type RunResult = { ok: true; buf: ArrayBuffer | null; length: number } | 
 export type SealedItem = { ok: true; id: string | null; blob: ArrayBuffer | null; buf: ArrayBuffer; blobLength?: number } | { ok: false; error: string };
 
 export type WorkerReply =
-  | { seq: number; ok: true; id: string | null; blob: ArrayBuffer | null; buf: ArrayBuffer | null; blobLength?: number }
+  | { seq: number; ok: true; blob: ArrayBuffer | null; buf: ArrayBuffer | null; blobLength?: number }
   | { seq: number; ok: true; sealed: SealedItem[] }
   | { seq: number; ok: false; error: string; corrupt: boolean }
   | { seq: number; ok: true; run: RunResult[] };
