@@ -106,7 +106,7 @@ test('run writer: neighbouring writes become one run, a gap starts another, call
   }
   const writes: Array<[number, number]> = [];
   const counting: typeof file = { ...file, direct: file.direct, write: (offset, data) => (writes.push([offset, data.length]), file.write(offset, data)) };
-  const runs = new RunWriter(counting, 1024 * 1024);
+  const runs = new RunWriter(counting, { runBytes: 1024 * 1024, idleBytes: Infinity });
   const want = Buffer.alloc(4 * 1024 * 1024);
   const chunk = Buffer.alloc(256 * 1024);
   // 0..1 MiB in four pieces (one run), a hole at 1..2 MiB, then 2..3.5 MiB (two runs: 1 MiB + 0.5 MiB).
@@ -122,9 +122,39 @@ test('run writer: neighbouring writes become one run, a gap starts another, call
   t.true(readFileSync(path).equals(want));
 });
 
+test('run writer: an idle file gets a run as soon as it holds idleBytes; while a write is in flight, runs grow', async (t) => {
+  const KiB = 1024;
+  const writes: Array<{ offset: number; length: number; done: () => void }> = [];
+  const file = {
+    direct: true,
+    write: (offset: number, data: Buffer) => new Promise<void>((resolve) => writes.push({ offset, length: data.length, done: resolve })),
+    truncate: async () => {},
+    sync: async () => {},
+    close: async () => {},
+  };
+  const runs = new RunWriter(file, { runBytes: 1024 * KiB, idleBytes: 256 * KiB });
+  const chunk = Buffer.alloc(128 * KiB);
+  await runs.write(0, chunk);
+  t.is(writes.length, 0, 'less than idleBytes waits for more');
+  await runs.write(128 * KiB, chunk);
+  t.deepEqual(writes.map((w) => [w.offset, w.length]), [[0, 256 * KiB]], 'the idle file is written at once');
+  for (let i = 2; i < 6; i++) await runs.write(i * 128 * KiB, chunk);
+  t.is(writes.length, 1, 'gathered while the first write is in flight');
+  writes[0].done();
+  await new Promise((r) => setImmediate(r));
+  t.deepEqual(writes.map((w) => [w.offset, w.length]), [[0, 256 * KiB], [256 * KiB, 512 * KiB]], 'what gathered goes out when the file turns idle');
+  await runs.write(768 * KiB, chunk);
+  writes[1].done();
+  const drained = runs.drain();
+  await new Promise((r) => setImmediate(r));
+  t.deepEqual(writes.slice(2).map((w) => [w.offset, w.length]), [[768 * KiB, 128 * KiB]], 'drain writes the rest, however short');
+  writes[2].done();
+  await drained;
+});
+
 test('run writer: a failed write is rethrown by the next write and by drain', async (t) => {
   const failing = { direct: true, write: async () => { throw Object.assign(new Error('no space left'), { code: 'ENOSPC' }); }, truncate: async () => {}, sync: async () => {}, close: async () => {} };
-  const runs = new RunWriter(failing, 64 * 1024);
+  const runs = new RunWriter(failing, { runBytes: 64 * 1024, idleBytes: Infinity });
   await runs.write(0, Buffer.alloc(64 * 1024));
   // Flushes the first run, which fails (this write may already see it).
   await runs.write(64 * 1024, Buffer.alloc(64 * 1024)).catch(() => undefined);

@@ -131,25 +131,36 @@ export async function openDirectFile(path: string, options: { exclusive?: boolea
  * Sequential writes gathered into runs of up to `runBytes` before they reach a `DirectFile`: a
  * direct write costs a device request and a thread-pool hop, so 256 KiB chunks written one by one
  * run at a third of the speed of 4 MiB runs. `write` copies the bytes (the caller may reuse its
- * buffer at once) and waits only when both run buffers are being written.
+ * buffer at once) and waits only when every run buffer is being written.
+ *
+ * A run is not held back while the file has nothing to do: once no write is in flight, a run of
+ * `idleBytes` or more goes out at once (so a restore's first write does not wait for 8 MiB to be
+ * decoded, and the device is not left idle while a run fills more slowly than it writes). While a
+ * write is in flight, runs grow to `runBytes`.
  */
 export class RunWriter {
   private readonly spare: Buffer[];
+  private readonly idleBytes: number;
   private run: Buffer | null = null;
   private runStart = 0;
   private runLength = 0;
   private readonly writing = new Set<Promise<void>>();
   private failure: unknown = null;
 
-  constructor(private readonly file: DirectFile, runBytes = 8 * 2 ** 20, buffers = 2) {
-    this.spare = Array.from({ length: buffers }, () => allocAligned(runBytes));
+  constructor(
+    private readonly file: DirectFile,
+    options: { runBytes?: number; buffers?: number; idleBytes?: number } = {},
+  ) {
+    const runBytes = options.runBytes ?? 8 * 2 ** 20;
+    this.idleBytes = options.idleBytes ?? runBytes / 8;
+    this.spare = Array.from({ length: options.buffers ?? 2 }, () => allocAligned(runBytes));
   }
 
   async write(offset: number, data: Buffer): Promise<void> {
     this.check();
     let at = 0;
     while (at < data.length) {
-      if (this.run && (offset + at !== this.runStart + this.runLength || this.runLength === this.run.length)) await this.flush();
+      if (this.run && (offset + at !== this.runStart + this.runLength || this.runLength === this.run.length)) this.flush();
       if (!this.run) {
         while (this.spare.length === 0) await Promise.race(this.writing);
         this.check();
@@ -162,21 +173,23 @@ export class RunWriter {
       this.runLength += n;
       at += n;
     }
+    this.flushIfIdle();
   }
 
   /** Write out what is gathered and wait for every write; rethrows the first failure. */
   async drain(): Promise<void> {
-    if (this.run && this.runLength > 0) await this.flush();
+    if (this.run && this.runLength > 0) this.flush();
     await Promise.all(this.writing);
     this.check();
   }
 
-  private async flush(): Promise<void> {
+  private flush(): void {
     const run = this.run!;
     const p = this.file.write(this.runStart, run.subarray(0, this.runLength)).then(
       () => {
         this.writing.delete(p);
         this.spare.push(run);
+        this.flushIfIdle();
       },
       (error) => {
         this.writing.delete(p);
@@ -185,6 +198,11 @@ export class RunWriter {
     );
     this.writing.add(p);
     this.run = null;
+  }
+
+  /** Write the run out now if nothing is being written and it holds `idleBytes` or more. */
+  private flushIfIdle(): void {
+    if (this.writing.size === 0 && this.run && this.runLength >= this.idleBytes && !this.failure) this.flush();
   }
 
   private check(): void {
