@@ -207,6 +207,8 @@ export class RepositoryData {
     const elsewhere = new Set<Promise<void>>();
     const progress: StoreProgress = { bytesRead: 0, bytesStored: 0 };
     let dataChunks = 0;
+    /** Bytes of chunks found unchanged at their place (named, not sealed again). */
+    let bytesUnchanged = 0;
     const work = planChunks(chunkSize, disk.virtualSize, allocation, changed, (index) => {
       setTableEntry(table, index, null);
       if (!copied) zeroBeforeCopy.push(index);
@@ -263,9 +265,11 @@ export class RepositoryData {
           elsewhere.add(packing);
           known = true;
         }
+        if (sealed.unchanged) bytesUnchanged += item.length;
         if (!known) {
-          progress.bytesStored += sealed.blob!.length;
-          packs.add(id, sealed.blob!); // copied into the pack: the buffer can be reused
+          if (!sealed.blob) throw new StillpointError(`chunk ${id} was not sealed, and the repository does not hold it`, { where });
+          progress.bytesStored += sealed.blob.length;
+          packs.add(id, sealed.blob); // copied into the pack: the buffer can be reused
         }
         free.push(ab);
         setTableEntry(table, item.index, id);
@@ -289,7 +293,12 @@ export class RepositoryData {
         const bufs = group.map(() => free.pop() ?? new ArrayBuffer(chunkSize + SEAL_SLACK));
         await readGroup(group, bufs);
         // A group goes to one worker in one message (one wake-up and one reply for all of it).
-        const sealing = this.workers.sealMany(bufs, group.map((item) => item.length));
+        // What each chunk's place held in the previous restore point: a chunk that hashes to it is
+        // only named, not compressed and encrypted again. A full read waits for that table (most of
+        // its chunks are unchanged); an incremental reads changed ranges and starts at once.
+        if (fullRead && prevTableLoad && !prevTable) await ready.catch(() => undefined);
+        const previousIds = prevTable ? group.map((item) => tableEntry(prevTable!, item.index)) : undefined;
+        const sealing = this.workers.sealMany(bufs, group.map((item) => item.length), previousIds);
         const stored = await Promise.allSettled(group.map((item, k) => storeChunk(item, sealing[k], turns[k].before).finally(turns[k].done)));
         const failed = stored.find((r) => r.status === 'rejected');
         if (failed) throw (failed as PromiseRejectedResult).reason;
@@ -344,6 +353,7 @@ export class RepositoryData {
       zeroChunks: chunkCount - dataChunks,
       bytesRead: progress.bytesRead,
       bytesStored: progress.bytesStored,
+      bytesUnchanged,
       fullRead,
       reason,
     });

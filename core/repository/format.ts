@@ -71,6 +71,11 @@ export const diskRecordSchema = z.object({
   bytesRead: z.number().int().nonnegative(),
   /** Bytes of new blobs this restore point added to the repository. */
   bytesStored: z.number().int().nonnegative(),
+  /**
+   * Bytes read whose chunk was the one at the same place in the previous restore point: named by
+   * its hash only, not compressed or encrypted again (absent in restore points of older versions).
+   */
+  bytesUnchanged: z.number().int().nonnegative().optional(),
   /** True when every allocated extent was read (no usable change tracking). */
   fullRead: z.boolean(),
   /** Why a full read happened, or what the incremental was based on. */

@@ -215,6 +215,8 @@ async function loadStoredConfig(rs: RetryingStorage, where: string): Promise<Sto
 export interface StoreDiskResult {
   bytesRead: number;
   bytesStored: number;
+  /** Bytes read that were unchanged at their place since the previous restore point (hashed only). */
+  bytesUnchanged: number;
   fullRead: boolean;
   reason?: string;
 }
@@ -443,7 +445,7 @@ export class RestorePointWriter {
       signal: opts.signal,
     });
     await this.addDisk(record);
-    return { bytesRead: record.bytesRead, bytesStored: record.bytesStored, fullRead: record.fullRead, reason: record.reason };
+    return { bytesRead: record.bytesRead, bytesStored: record.bytesStored, bytesUnchanged: record.bytesUnchanged ?? 0, fullRead: record.fullRead, reason: record.reason };
   }
 
   /** Attach a disk stored by `storeDiskData` (here or on a proxy); its chunk table must exist. */

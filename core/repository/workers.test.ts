@@ -26,6 +26,34 @@ test('sealMany: each chunk of one message is hashed, compressed and encrypted, z
     const codec = new BlobCodec({ keys, compressionLevel: 1 });
     t.true(codec.open(`chunks/${ok[0].id!.slice(0, 2)}/${ok[0].id}`, ok[0].blob!).equals(text));
     t.true(ok[0].blob!.length < size / 4, 'text is compressed');
+    t.false(ok[0].unchanged);
+  } finally {
+    await workers.close();
+  }
+});
+
+test('sealMany: a chunk that hashes to the name its place had before is only named, the others are sealed', async (t) => {
+  const keys = { encKey: randomBytes(32), idKey: randomBytes(32) };
+  const workers = new ChunkWorkers(keys, 1, 1);
+  try {
+    const size = 64 * 1024;
+    const same = Buffer.alloc(size, 'unchanged ');
+    const other = Buffer.alloc(size, 'changed ');
+    const bufs = [same, other, Buffer.alloc(size)].map((b) => {
+      const ab = new ArrayBuffer(size + 64);
+      new Uint8Array(ab).set(b);
+      return ab;
+    });
+    const before = [chunkId(same, keys), chunkId(same, keys), chunkId(same, keys)];
+    const [a, b, zero] = await Promise.all(workers.sealMany(bufs, [size, size, size], before));
+    t.is(a.id, before[0]);
+    t.true(a.unchanged);
+    t.is(a.blob, null, 'not compressed or encrypted');
+    t.is(b.id, chunkId(other, keys));
+    t.false(b.unchanged);
+    t.true(new BlobCodec({ keys, compressionLevel: 1 }).open(`chunks/${b.id!.slice(0, 2)}/${b.id}`, b.blob!).equals(other));
+    t.is(zero.id, null);
+    t.false(zero.unchanged);
   } finally {
     await workers.close();
   }

@@ -12,7 +12,7 @@ export interface WorkerInit {
 
 export type WorkerTask =
   | { op: 'keys'; keys: { encKey: Uint8Array; idKey: Uint8Array } | null }
-  | { op: 'sealMany'; seq: number; bufs: ArrayBuffer[]; lengths: number[] }
+  | { op: 'sealMany'; seq: number; bufs: ArrayBuffer[]; lengths: number[]; previous?: Array<string | null> }
   | { op: 'slab'; id: number; sab: SharedArrayBuffer | null }
   | { op: 'open'; seq: number; name: string; expectId: string | null; blob: ArrayBuffer; out?: ArrayBuffer; into?: SlabPlace }
   | { op: 'openRun'; seq: number; blob: ArrayBuffer; items: RunItem[]; outs: ArrayBuffer[]; into?: SlabPlace[] };
@@ -40,7 +40,9 @@ export interface RunItem {
 export type RunResult = { ok: true; buf: ArrayBuffer | null; length: number } | { ok: false; error: string; corrupt: boolean };
 
 /** One chunk sealed by `sealMany`, or why it failed. */
-export type SealedItem = { ok: true; id: string | null; blob: ArrayBuffer | null; buf: ArrayBuffer; blobLength?: number } | { ok: false; error: string };
+export type SealedItem =
+  | { ok: true; id: string | null; blob: ArrayBuffer | null; buf: ArrayBuffer; blobLength?: number; unchanged?: true }
+  | { ok: false; error: string };
 
 export type WorkerReply =
   | { seq: number; ok: true; blob: ArrayBuffer | null; buf: ArrayBuffer | null; blobLength?: number }
@@ -58,6 +60,8 @@ export interface SealResult {
   blob: Buffer | null;
   /** The input buffer, handed back for reuse. */
   buf: ArrayBuffer;
+  /** The chunk hashed to the name it was said to have had before: not compressed or encrypted (`blob` is null). */
+  unchanged: boolean;
 }
 
 interface Pending {
@@ -137,10 +141,12 @@ export class ChunkWorkers {
   /**
    * Hash, compress and encrypt `lengths[i]` bytes of each of `bufs` (transferred to one worker in one
    * message and handed back: neighbours read together cost one wake-up and one reply). One promise
-   * per chunk, so that a failure stays its own.
+   * per chunk, so that a failure stays its own. A chunk whose name turns out to be `previous[i]`
+   * (the chunk at its place in the previous restore point) is only named: it is already stored,
+   * so it is not compressed or encrypted again (`unchanged`).
    */
-  sealMany(bufs: ArrayBuffer[], lengths: number[]): Array<Promise<SealResult>> {
-    const reply = this.run((seq) => ({ op: 'sealMany', seq, bufs, lengths }), bufs, bufs.length);
+  sealMany(bufs: ArrayBuffer[], lengths: number[], previous?: Array<string | null>): Array<Promise<SealResult>> {
+    const reply = this.run((seq) => ({ op: 'sealMany', seq, bufs, lengths, previous }), bufs, bufs.length);
     return bufs.map(async (_, i) => {
       const r = await reply;
       if (!r.ok) throw new StillpointError(`sealing a chunk failed: ${r.error}`);
@@ -149,7 +155,7 @@ export class ChunkWorkers {
       if (!one.ok) throw new StillpointError(`sealing a chunk failed: ${one.error}`);
       // The blob is its own buffer, or the first `blobLength` bytes of the chunk's buffer.
       const blob = one.blob ? Buffer.from(one.blob) : one.blobLength !== undefined ? Buffer.from(one.buf, 0, one.blobLength) : null;
-      return { id: one.id, blob, buf: one.buf };
+      return { id: one.id, blob, buf: one.buf, unchanged: one.unchanged === true };
     });
   }
 

@@ -45,9 +45,25 @@ test('full backup, incremental with changed ranges, hash-skipping full read: eac
     t.true(b3.result.fullRead);
     t.regex(b3.result.reason!, /change tracking was reset/);
     t.true(b3.result.bytesStored < 3 * 2 * 70 * 1024 + 4096, `unchanged chunks skipped by hash (${b3.result.bytesStored} stored)`);
+    // Chunks that hash to what their place held before are named only, not compressed and encrypted
+    // again: every data chunk but the changed ones (zero chunks are neither).
+    const chunk = 64 * 1024;
+    const dataBytes = (image: Buffer, skip: (start: number, end: number) => boolean = () => false) => {
+      let n = 0;
+      for (let start = 0; start < image.length; start += chunk) {
+        const end = Math.min(image.length, start + chunk);
+        if (image.subarray(start, end).some((b) => b !== 0) && !skip(start, end)) n += end - start;
+      }
+      return n;
+    };
+    const changedSinceB2 = (start: number, end: number) => !v3.subarray(start, end).equals(v2.subarray(start, end));
+    t.is(b3.result.bytesUnchanged, dataBytes(v3, changedSinceB2));
+    t.true(b3.result.bytesUnchanged < dataBytes(v3), 'the changed chunks were sealed');
 
     const b4 = await backup(repo, img, { time: new Date('2026-01-04T00:00:00Z') });
     t.regex(b4.result.reason!, /no change tracking/);
+    t.is(b4.result.bytesUnchanged, dataBytes(v3), 'nothing changed: every data chunk is only named');
+    t.is(b2.result.bytesUnchanged, 0, 'every chunk in the changed ranges did change');
 
     for (const [id, expected] of [[b1.id, v1], [b2.id, v2], [b3.id, v3], [b4.id, v3]] as const) {
       const out = join(f.dir, `restore-${id}.img`);
