@@ -4,18 +4,10 @@ import type { Extent, OpenDisk } from '../contracts/reader.ts';
 import type { StorageTarget } from '../contracts/storage.ts';
 import { CorruptImageError, StillpointError } from '../errors.ts';
 import { BlobCodec, chunkId, type RepositoryKeys } from './codec.ts';
-import {
-  diskRecordSchema,
-  keys,
-  newTable,
-  parseTable,
-  setTableEntry,
-  tableEntry,
-  type DiskRecord,
-  type StoredConfig,
-} from './format.ts';
+import { diskRecordSchema, keys, TABLE_PAGE_CHUNKS, type DiskRecord, type StoredConfig } from './format.ts';
 import { DEFAULT_PACK_SIZE, PackBuilder, PackIndex, packError, readPackedBlob, type ChunkLocation } from './packs.ts';
 import { RetryingStorage, type RetryPolicy } from './storage-util.ts';
+import { ChunkTableReader, ChunkTableWriter } from './table.ts';
 import { ChunkWorkers, type SealResult, type SlabPlace } from './workers.ts';
 
 const debug = createDebug('stillpoint:repository');
@@ -93,7 +85,7 @@ export class RepositoryData {
     storage: StorageTarget | RetryingStorage,
     readonly config: StoredConfig,
     readonly keys: RepositoryKeys | null,
-    readonly options: { workers?: number; retry?: RetryPolicy; maxInFlightBytes?: number; started?: ChunkWorkers; packSize?: number } = {},
+    readonly options: { workers?: number; retry?: RetryPolicy; maxInFlightBytes?: number; started?: ChunkWorkers; packSize?: number; tablePageChunks?: number } = {},
   ) {
     this.storage = storage instanceof RetryingStorage ? storage : new RetryingStorage(storage, options.retry);
     this.codec = new BlobCodec({ keys, compressionLevel: config.compression.level });
@@ -126,17 +118,9 @@ export class RepositoryData {
     return this.codec.open(key, await this.storage.get(key));
   }
 
-  async loadTable(record: DiskRecord): Promise<Buffer> {
-    const key = keys.table(record.table);
-    const plain = await this.getBlob(key);
-    if (chunkId(plain, this.keys) !== record.table) {
-      throw new CorruptImageError('chunk table content does not match its name', { where: key, hint: 'run `stillpoint verify --deep`' });
-    }
-    const parsed = parseTable(plain, key);
-    if (parsed.chunkCount !== record.chunkCount || parsed.virtualSize !== record.virtualSize) {
-      throw new CorruptImageError(`chunk table does not match disk ${record.id}`, { where: key });
-    }
-    return parsed.table;
+  /** A disk's chunk table, read a page at a time (each page checked against its name and the disk). */
+  tableReader(record: DiskRecord): ChunkTableReader {
+    return new ChunkTableReader(record, (key) => this.getBlob(key), this.keys);
   }
 
   // ---- backup ----------------------------------------------------------------------------
@@ -153,12 +137,11 @@ export class RepositoryData {
       throw new StillpointError(`the opened disk is ${source.virtualSize} bytes but the disk is said to be ${disk.virtualSize}`, { where });
     }
     const chunkCount = Math.ceil(disk.virtualSize / chunkSize);
-    const table = newTable(chunkSize, disk.virtualSize);
 
     // What to read: everything, or only what changed.
     const previous = options.previous ?? null;
-    /** The previous restore point's chunk table, loaded while the first chunks are read and sealed. */
-    let prevTableLoad: Promise<Buffer> | null = null;
+    /** The previous restore point's chunk table (a page at a time). */
+    let prev: ChunkTableReader | null = null;
     let reason: string;
     let changed: ByteRange[] | null = null;
     if (!previous) {
@@ -168,8 +151,7 @@ export class RepositoryData {
         ? `full read: the disk's size changed since the previous restore point (${previous.virtualSize} -> ${disk.virtualSize} bytes)`
         : `full read: the repository's chunk size changed since the previous restore point`;
     } else {
-      prevTableLoad = this.loadTable(previous);
-      prevTableLoad.catch(() => undefined); // awaited before the first chunk is looked up
+      prev = this.tableReader(previous);
       if ((options.changed === undefined || options.changed === null) && options.fullReadReason) {
         reason = `full read: ${options.fullReadReason}; unchanged chunks were skipped by hash`;
       } else if (options.changed === undefined) {
@@ -187,32 +169,25 @@ export class RepositoryData {
 
     const allocation = checkAllocation(await source.allocation(), disk.virtualSize, where);
     // Which chunks the repository holds (packs written since this process last looked included),
-    // and the previous table: needed only once the first chunk is sealed, so the workers start at once.
-    let prevTable: Buffer | null = null;
-    /** Zero chunks planned before the previous table was copied in (set again after the copy). */
-    const zeroBeforeCopy: number[] = [];
-    let copied = !(prevTableLoad && changed);
-    const ready = Promise.all([prevTableLoad, this.packIndex.sync()]).then(([loaded]) => {
-      prevTable = loaded;
-      if (prevTable && changed) {
-        // Start from the previous restore point; changed chunks are overwritten below.
-        prevTable.copy(table, 0, 0, table.length);
-        for (const index of zeroBeforeCopy) setTableEntry(table, index, null);
-        copied = true;
-      }
-    });
+    // and the previous table's first page: needed only once the first chunk is sealed, so the
+    // workers start at once.
+    const ready = Promise.all([prev?.page(0), this.packIndex.sync()]).then(() => undefined);
     ready.catch(() => undefined); // awaited by the first chunk
+    // The new table, a page at a time: an incremental starts from the previous restore point's
+    // (chunks outside the changed ranges keep their entries).
+    const table = new ChunkTableWriter(chunkSize, disk.virtualSize, this.options.tablePageChunks ?? TABLE_PAGE_CHUNKS, changed ? prev : null, async (page) => {
+      const id = chunkId(page, this.keys);
+      const key = keys.table(id);
+      if ((await this.storage.head(key)) === null) progress.bytesStored += await this.putBlob(key, page);
+      return id;
+    });
     const packs = new PackBuilder(this.storage, this.codec, this.packIndex, this.options.packSize ?? DEFAULT_PACK_SIZE, PACKS_IN_FLIGHT, this.pendingChunks);
     /** Chunks another disk (stored at the same time) is packing: durable before this table is written. */
     const elsewhere = new Set<Promise<void>>();
     const progress: StoreProgress = { bytesRead: 0, bytesStored: 0 };
-    let dataChunks = 0;
     /** Bytes of chunks found unchanged at their place (named, not sealed again). */
     let bytesUnchanged = 0;
-    const work = planChunks(chunkSize, disk.virtualSize, allocation, changed, (index) => {
-      setTableEntry(table, index, null);
-      if (!copied) zeroBeforeCopy.push(index);
-    });
+    const work = planChunks(chunkSize, disk.virtualSize, allocation, changed, (index) => table.set(index, null));
     // Chunks in flight (read, sealed or being stored): storing waits on fsync, so keep more of
     // them going than there are workers, within a memory bound (each holds up to 2 chunk sizes).
     const inFlight = Math.max(2, Math.min(32, Math.floor((this.options.maxInFlightBytes ?? 32 * 2 ** 20) / chunkSize)));
@@ -250,16 +225,18 @@ export class RepositoryData {
       const sealed = await sealing;
       const ab = sealed.buf;
       await before;
+      // Chunks are stored in disk order: the table pages before this chunk's are complete.
+      table.advance(item.index);
       if (sealed.id === null) {
         free.push(ab);
-        setTableEntry(table, item.index, null);
+        table.set(item.index, null);
       } else {
-        dataChunks++;
         const id = sealed.id;
+        const atPlace = prev ? await previousEntry(prev, item.index) : null;
         await packs.ready();
         // Known: in the previous table at the same place, in a pack, or in a pack being filled
         // (this disk's or, then durable before this table is written, another disk's).
-        let known = (prevTable && tableEntry(prevTable, item.index) === id) || this.packIndex.get(id) !== undefined || packs.holds(id);
+        let known = atPlace === id || this.packIndex.get(id) !== undefined || packs.holds(id);
         const packing = known ? undefined : this.pendingChunks.get(id);
         if (packing) {
           elsewhere.add(packing);
@@ -272,7 +249,7 @@ export class RepositoryData {
           packs.add(id, sealed.blob); // copied into the pack: the buffer can be reused
         }
         free.push(ab);
-        setTableEntry(table, item.index, id);
+        table.set(item.index, id);
       }
       options.onProgress?.({ ...progress });
     };
@@ -294,10 +271,14 @@ export class RepositoryData {
         await readGroup(group, bufs);
         // A group goes to one worker in one message (one wake-up and one reply for all of it).
         // What each chunk's place held in the previous restore point: a chunk that hashes to it is
-        // only named, not compressed and encrypted again. A full read waits for that table (most of
-        // its chunks are unchanged); an incremental reads changed ranges and starts at once.
-        if (fullRead && prevTableLoad && !prevTable) await ready.catch(() => undefined);
-        const previousIds = prevTable ? group.map((item) => tableEntry(prevTable!, item.index)) : undefined;
+        // only named, not compressed and encrypted again. A full read waits for that table's page
+        // (most of its chunks are unchanged); an incremental reads changed ranges and takes what
+        // is loaded already.
+        const previousIds = !prev
+          ? undefined
+          : fullRead
+            ? await Promise.all(group.map((item) => previousEntry(prev!, item.index).catch(() => null)))
+            : group.map((item) => prev!.loaded(item.index) ?? null);
         const sealing = this.workers.sealMany(bufs, group.map((item) => item.length), previousIds);
         const stored = await Promise.allSettled(group.map((item, k) => storeChunk(item, sealing[k], turns[k].before).finally(turns[k].done)));
         const failed = stored.find((r) => r.status === 'rejected');
@@ -315,24 +296,19 @@ export class RepositoryData {
       await ready; // also when no chunk was read
     } catch (error) {
       await packs.settle();
+      await table.settle();
       throw error;
     }
-    // Chunks copied from the previous restore point count as data too.
-    if (changed) {
-      dataChunks = 0;
-      for (let i = 0; i < chunkCount; i++) if (tableEntry(table, i) !== null) dataChunks++;
-    }
-    // The chunk table is stored while the last packs are: nothing refers to it before the manifest,
-    // which is written only once this returns, so every pack (and its index) is durable before
-    // any restore point names its chunks — also the packs of chunks another disk stored meanwhile.
-    const tableId = chunkId(table, this.keys);
-    const tableKey = keys.table(tableId);
-    const tableStored = this.storage.head(tableKey).then((there) => (there === null ? this.putBlob(tableKey, table) : 0));
+    // The last pages of the chunk table are stored while the last packs are: nothing refers to
+    // them before the manifest, which is written only once this returns, so every pack (and its
+    // index) is durable before any restore point names its chunks — also the packs of chunks
+    // another disk stored meanwhile.
+    const tableStored = table.finish();
     tableStored.catch(() => undefined);
     try {
       await packs.finish();
     } catch (error) {
-      await tableStored.catch(() => undefined);
+      await table.settle();
       throw error;
     }
     try {
@@ -340,7 +316,7 @@ export class RepositoryData {
     } catch (cause) {
       throw new StillpointError('a chunk this disk shares with another disk being stored at the same time could not be stored', { where, cause, hint: 'see the other disk\'s error; back up again' });
     }
-    progress.bytesStored += await tableStored;
+    const tablePages = await tableStored;
     options.onProgress?.({ ...progress });
     return diskRecordSchema.parse({
       id: disk.id,
@@ -348,9 +324,10 @@ export class RepositoryData {
       logicalSectorSize: disk.logicalSectorSize,
       chunkSize,
       chunkCount,
-      table: tableId,
-      dataChunks,
-      zeroChunks: chunkCount - dataChunks,
+      tablePages,
+      tablePageChunks: table.pageChunks,
+      dataChunks: table.dataChunks,
+      zeroChunks: chunkCount - table.dataChunks,
       bytesRead: progress.bytesRead,
       bytesStored: progress.bytesStored,
       bytesUnchanged,
@@ -425,17 +402,19 @@ export class RepositoryData {
 
   /**
    * Read chunks `index`, `index + 1`, … that lie back to back in one pack with one ranged read
-   * (at most `maxBytes`, not past `last`), and decode each. Returns one promise per chunk read;
-   * a chunk whose run cannot be read is read on its own (which looks for a moved pack).
+   * (at most `maxBytes`, not past `last` nor past the table page of `index`, which is loaded),
+   * and decode each. Returns one promise per chunk read; a chunk whose run cannot be read is read
+   * on its own (which looks for a moved pack).
    */
-  private readRun(table: Buffer, index: number, last: number, maxBytes: number, place?: (index: number) => SlabPlace): Array<Promise<Buffer>> {
-    const first = tableEntry(table, index)!;
+  private readRun(table: ChunkTableReader, index: number, last: number, maxBytes: number, place?: (index: number) => SlabPlace): Array<Promise<Buffer>> {
+    last = Math.min(last, table.pageEnd(index));
+    const first = table.at(index)!;
     const at = this.packIndex.get(first);
     if (!at) return [this.readChunk(first, false, place?.(index))];
     const members: Array<{ id: string; at: ChunkLocation }> = [{ id: first, at }];
     let end = at.offset + at.length;
     for (let i = index + 1; i < last; i++) {
-      const id = tableEntry(table, i);
+      const id = table.at(i);
       const next = id === null ? undefined : this.packIndex.get(id);
       if (!next || next.pack !== at.pack || next.offset !== end || end + next.length - at.offset > maxBytes) break;
       members.push({ id: id!, at: next });
@@ -475,7 +454,7 @@ export class RepositoryData {
    */
   async forEachChunk(
     record: DiskRecord,
-    table: Buffer,
+    table: ChunkTableReader,
     range: { from: number; to: number },
     sink: (chunk: { index: number; offset: number; length: number; data: Buffer | null }) => Promise<void>,
     concurrency = Math.max(4, Math.min(128, Math.floor(32 * 2 ** 20 / record.chunkSize))),
@@ -498,8 +477,9 @@ export class RepositoryData {
     const ring = taken?.id ?? null;
     let delivered = first;
     const place = ring !== null ? (index: number): SlabPlace => ({ slab: ring, offset: ((index - first) % slots) * record.chunkSize, length: record.chunkSize }) : undefined;
+    /** Start chunk `index` (its table page is loaded). */
     const start = (index: number) => {
-      const id = tableEntry(table, index);
+      const id = table.at(index);
       let data: Promise<Buffer | null>;
       if (id === null) {
         data = Promise.resolve(null);
@@ -519,19 +499,30 @@ export class RepositoryData {
       p.catch(() => undefined);
       window.push(p);
     };
+    /** The chunk names of the window's chunks (for messages; their pages may be let go meanwhile). */
+    const names = new Map<number, string | null>();
+    const startNext = async () => {
+      const index = next++;
+      const loaded = table.loaded(index);
+      if (loaded === undefined) await table.ensure(index);
+      names.set(index, table.at(index));
+      start(index);
+    };
     try {
-      while (next < last && window.length < concurrency) start(next++);
+      while (next < last && window.length < concurrency) await startNext();
       while (window.length > 0) {
         const { index, data } = await window.shift()!;
         const offset = index * record.chunkSize;
         const length = Math.min(record.chunkSize, record.virtualSize - offset);
+        const name = names.get(index);
+        names.delete(index);
         if (data !== null && data.length !== length) {
-          throw new CorruptImageError(`chunk ${tableEntry(table, index)} holds ${data.length} bytes, expected ${length}`, { where: `disk ${record.id}, offset ${offset}` });
+          throw new CorruptImageError(`chunk ${name} holds ${data.length} bytes, expected ${length}`, { where: `disk ${record.id}, offset ${offset}` });
         }
         // `data` may be a place in the slab: the sink must be done with it when it returns.
         await sink({ index, offset, length, data });
         delivered = index + 1;
-        if (next < last) start(next++);
+        if (next < last) await startNext();
       }
     } finally {
       // Every read and decode into the slab settled before another use may take it.
@@ -668,3 +659,9 @@ export async function runBounded<T>(items: Iterable<T>, limit: number, fn: (item
   if (hasFailed) throw failed;
 }
 
+
+/** Entry `index` of the previous restore point's table, from a loaded page when it is one. */
+function previousEntry(prev: ChunkTableReader, index: number): Promise<string | null> {
+  const e = prev.loaded(index);
+  return e === undefined ? prev.entry(index) : Promise.resolve(e);
+}

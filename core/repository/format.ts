@@ -63,8 +63,14 @@ export const diskRecordSchema = z.object({
   logicalSectorSize: z.number().int().positive(),
   chunkSize: z.number().int().positive(),
   chunkCount: z.number().int().nonnegative(),
-  /** Name of the chunk table blob (`tables/<xx>/<table>`). */
-  table: z.string().regex(/^[0-9a-f]{64}$/),
+  /**
+   * Names of the chunk table's pages (`tables/<xx>/<page>`), in order, each of `tablePageChunks`
+   * entries (the last may hold fewer).
+   */
+  tablePages: z.array(z.string().regex(/^[0-9a-f]{64}$/)).min(1).optional(),
+  tablePageChunks: z.number().int().positive().optional(),
+  /** Name of the whole chunk table as one blob: restore points written before tables had pages. */
+  table: z.string().regex(/^[0-9a-f]{64}$/).optional(),
   dataChunks: z.number().int().nonnegative(),
   zeroChunks: z.number().int().nonnegative(),
   /** Bytes read from the source disk for this restore point. */
@@ -80,8 +86,15 @@ export const diskRecordSchema = z.object({
   fullRead: z.boolean(),
   /** Why a full read happened, or what the incremental was based on. */
   reason: z.string().optional(),
+}).refine((d) => (d.tablePages !== undefined && d.tablePageChunks !== undefined && d.table === undefined) || (d.table !== undefined && d.tablePages === undefined && d.tablePageChunks === undefined), {
+  message: 'a disk has either tablePages with tablePageChunks, or table',
 });
 export type DiskRecord = z.output<typeof diskRecordSchema>;
+
+/** The names of a disk's chunk table pages, in order (one for a table written before pages). */
+export function tablePageIds(disk: DiskRecord): string[] {
+  return disk.tablePages ?? [disk.table!];
+}
 
 export const consistencySchema = z.object({
   method: z.enum(['online', 'crash-consistent', 'offline']),
@@ -144,34 +157,47 @@ export function restorePointId(date: Date, random: string): string {
 }
 
 /**
- * Chunk table blob: "SPT" | version 1 | u32 chunkSize | u64 virtualSize | u32 chunkCount | 32 bytes a chunk.
- * An all-zero entry is a zero chunk: recorded, not stored.
+ * Chunk table page blob: "SPT" | version (1 byte) | u32 chunkSize | u64 virtualSize | u32 chunkCount
+ * (of the whole disk) | u32 first entry | 32 bytes a chunk (entries first .. first + count). Version 2
+ * is a page of a paged table; version 1, the whole table of a disk in one blob (first entry 0),
+ * still read. An all-zero entry is a zero chunk: recorded, not stored.
  */
 export const TABLE_HEADER = 24;
 export const ZERO_ENTRY = Buffer.alloc(32);
+/** Entries per chunk table page: 2 MiB of entries, 16 GiB of disk with 256 KiB chunks. */
+export const TABLE_PAGE_CHUNKS = 65536;
 
-export function newTable(chunkSize: number, virtualSize: number): Buffer {
+/** A page of `count` zero entries starting at entry `first`. */
+export function newTablePage(chunkSize: number, virtualSize: number, first: number, count: number): Buffer {
   const chunkCount = Math.ceil(virtualSize / chunkSize);
-  const table = Buffer.alloc(TABLE_HEADER + chunkCount * 32);
-  table.write('SPT', 0, 'ascii');
-  table[3] = 1;
-  table.writeUInt32LE(chunkSize, 4);
-  table.writeBigUInt64LE(BigInt(virtualSize), 8);
-  table.writeUInt32LE(chunkCount, 16);
-  return table;
+  const page = Buffer.alloc(TABLE_HEADER + count * 32);
+  page.write('SPT', 0, 'ascii');
+  page[3] = 2;
+  page.writeUInt32LE(chunkSize, 4);
+  page.writeBigUInt64LE(BigInt(virtualSize), 8);
+  page.writeUInt32LE(chunkCount, 16);
+  page.writeUInt32LE(first, 20);
+  return page;
 }
 
-export function parseTable(buf: Buffer, where: string): { chunkSize: number; virtualSize: number; chunkCount: number; table: Buffer } {
-  if (buf.length < TABLE_HEADER || buf.toString('ascii', 0, 3) !== 'SPT' || buf[3] !== 1) {
-    throw new Error(`${where}: not a version 1 chunk table`);
+/** A whole table in one page (tests, and what a version 1 table holds). */
+export function newTable(chunkSize: number, virtualSize: number): Buffer {
+  return newTablePage(chunkSize, virtualSize, 0, Math.ceil(virtualSize / chunkSize));
+}
+
+export function parseTablePage(buf: Buffer, where: string): { chunkSize: number; virtualSize: number; chunkCount: number; firstIndex: number; count: number } {
+  if (buf.length < TABLE_HEADER || buf.toString('ascii', 0, 3) !== 'SPT' || (buf[3] !== 1 && buf[3] !== 2)) {
+    throw new Error(`${where}: not a chunk table (version 1 or 2)`);
   }
   const chunkSize = buf.readUInt32LE(4);
   const virtualSize = Number(buf.readBigUInt64LE(8));
   const chunkCount = buf.readUInt32LE(16);
-  if (buf.length !== TABLE_HEADER + chunkCount * 32 || chunkCount !== Math.ceil(virtualSize / chunkSize)) {
+  const firstIndex = buf[3] === 1 ? 0 : buf.readUInt32LE(20);
+  const count = (buf.length - TABLE_HEADER) / 32;
+  if (chunkSize === 0 || !Number.isInteger(count) || chunkCount !== Math.ceil(virtualSize / chunkSize) || firstIndex + count > chunkCount || (buf[3] === 1 && count !== chunkCount)) {
     throw new Error(`${where}: chunk table length does not match its header`);
   }
-  return { chunkSize, virtualSize, chunkCount, table: buf };
+  return { chunkSize, virtualSize, chunkCount, firstIndex, count };
 }
 
 export function tableEntry(table: Buffer, index: number): string | null {

@@ -2,7 +2,7 @@ import createDebug from 'debug';
 import { StillpointError } from '../errors.ts';
 import { runBounded } from './data.ts';
 import { ChunkNameSet } from './chunk-set.ts';
-import { keys, type Manifest } from './format.ts';
+import { keys, TABLE_HEADER, type Manifest } from './format.ts';
 import { DEFAULT_PACK_SIZE, PackBuilder } from './packs.ts';
 import type { Repository } from './repository.ts';
 import { applyRetention, type Retention } from './retention.ts';
@@ -70,18 +70,23 @@ export async function garbageCollect(repo: Repository, options: GcOptions = {}):
   const seen = new Set<string>();
   const addManifest = async (m: Manifest) => {
     for (const disk of m.disks) {
-      if (live.tables.has(disk.table)) continue;
-      live.tables.add(disk.table);
-      let table: Buffer;
-      try {
-        table = await repo.data.loadTable(disk);
-      } catch (cause) {
-        throw new StillpointError(`garbage collection stopped: the chunk table of restore point ${m.id}, disk ${disk.id} cannot be read`, {
-          hint: 'run `stillpoint verify` and prune or repair the damaged restore point first; nothing was deleted',
-          cause,
-        });
+      // Table pages are shared by restore points of a disk where it did not change: each read once.
+      const reader = repo.data.tableReader(disk);
+      for (const [k, pageId] of reader.pageIds.entries()) {
+        if (live.tables.has(pageId)) continue;
+        live.tables.add(pageId);
+        let page: Buffer;
+        try {
+          page = await reader.page(k);
+        } catch (cause) {
+          throw new StillpointError(`garbage collection stopped: the chunk table of restore point ${m.id}, disk ${disk.id} cannot be read (page ${k}, ${keys.table(pageId)})`, {
+            hint: 'run `stillpoint verify` and prune or repair the damaged restore point first; nothing was deleted',
+            cause,
+          });
+        }
+        const count = (page.length - TABLE_HEADER) / 32;
+        for (let i = 0; i < count; i++) live.chunks.addTableEntry(page, i);
       }
-      for (let i = 0; i < disk.chunkCount; i++) live.chunks.addTableEntry(table, i);
     }
   };
   const markManifests = async () => {

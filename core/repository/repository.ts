@@ -15,6 +15,7 @@ import {
   restorePointId,
   restorePointMetaSchema,
   storedConfigSchema,
+  tablePageIds,
   type DiskRecord,
   type Manifest,
   type RestorePointMeta,
@@ -52,6 +53,8 @@ export interface OpenRepositoryOptions {
   lock?: LockOptions;
   /** Target size of a pack file (default 16 MiB; tests use small ones). */
   packSize?: number;
+  /** Entries per chunk table page of the disks this process stores (default 65536; tests use small ones). */
+  tablePageChunks?: number;
   /**
    * Load the pack index at once (a backup or a restore needs it; listing restore points does
    * not): fetched while the keys are derived from the passphrase, decoded in the background.
@@ -156,7 +159,7 @@ export async function openRepository(storage: StorageTarget, config: RepositoryC
     await joined?.then((leave) => leave(), () => undefined);
     throw error;
   }
-  const data = new RepositoryData(rs, stored, repoKeys, { workers: opts.workers, retry: opts.retry, started, packSize: opts.packSize });
+  const data = new RepositoryData(rs, stored, repoKeys, { workers: opts.workers, retry: opts.retry, started, packSize: opts.packSize, tablePageChunks: opts.tablePageChunks });
   if (opts.loadIndex) {
     if (indexes) data.packIndex.adopt(indexes);
     // Decoded in the background while the caller goes on (a restore point's lock, the previous one).
@@ -456,8 +459,10 @@ export class RestorePointWriter {
       throw new StillpointError(`disk record is not valid: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`, { where: `disk ${record?.id}` });
     }
     if (this.disks.has(record.id)) throw new StillpointError('disk was stored twice in one restore point', { where: `VM ${this.meta.vm.name}, disk ${record.id}` });
-    if ((await this.repository.storage.head(keys.table(record.table))) === null) {
-      throw new StillpointError('the chunk table of this disk is not in the repository', { where: `VM ${this.meta.vm.name}, disk ${record.id}`, hint: 'store the disk again' });
+    for (const page of tablePageIds(parsed.data)) {
+      if ((await this.repository.storage.head(keys.table(page))) === null) {
+        throw new StillpointError('the chunk table of this disk is not in the repository', { where: `VM ${this.meta.vm.name}, disk ${record.id}: ${keys.table(page)}`, hint: 'store the disk again' });
+      }
     }
     this.disks.set(record.id, parsed.data);
   }

@@ -136,7 +136,9 @@ async function vhdxSink(path: string, record: DiskRecord, overwrite: boolean): P
 /** Restore one disk of a restore point to a raw image or a dynamic VHDX. */
 export async function restoreDisk(repo: Repository, manifest: Manifest, diskId: string, path: string, options: RestoreDiskOptions = {}): Promise<{ bytes: number }> {
   const record = findDisk(manifest, diskId);
-  const table = await repo.data.loadTable(record);
+  // The table's first page is read (and checked) before the target file is made.
+  const table = repo.data.tableReader(record);
+  await table.page(0);
   const format = options.format ?? (path.toLowerCase().endsWith('.vhdx') ? 'vhdx' : 'raw');
   const sink = format === 'vhdx' ? await vhdxSink(path, record, !!options.overwrite) : await rawSink(path, record.virtualSize, !!options.overwrite);
   let done = 0;
@@ -195,7 +197,8 @@ export async function restoreRange(
   if (from < 0 || to > record.virtualSize || to < from) {
     throw new ConfigError([`range ${from}..${to} is outside disk ${diskId} (${record.virtualSize} bytes)`]);
   }
-  const table = await repo.data.loadTable(record);
+  const table = repo.data.tableReader(record);
+  if (to > from) await table.ensure(Math.floor(from / record.chunkSize));
   let done = 0;
   await repo.data.forEachChunk(record, table, { from, to }, async (chunk) => {
     const s = Math.max(from, chunk.offset);

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { ChunkNameSet } from './chunk-set.ts';
-import { keys, tableEntry, type Manifest } from './format.ts';
+import { keys, TABLE_HEADER, tableEntry, type Manifest } from './format.ts';
 import { runBounded } from './data.ts';
 import type { Repository } from './repository.ts';
 
@@ -77,21 +77,25 @@ export async function verifyRepository(repo: Repository, options: VerifyOptions 
     }
     manifests.push(m);
     for (const disk of m.disks) {
-      if (unreadable.has(disk.table)) {
-        note({ id: m.id, vm: m.vm.name, job: m.job }, { disk: disk.id, chunk: `table ${disk.table}`, problem: 'chunk table cannot be read (see the restore point that reported it first)' });
-        continue;
+      const reader = repo.data.tableReader(disk);
+      for (const [k, pageId] of reader.pageIds.entries()) {
+        if (unreadable.has(pageId)) {
+          note({ id: m.id, vm: m.vm.name, job: m.job }, { disk: disk.id, chunk: `table ${pageId}`, problem: 'chunk table cannot be read (see the restore point that reported it first)' });
+          continue;
+        }
+        if (tablesRead.has(pageId)) continue;
+        let page: Buffer;
+        try {
+          page = await reader.page(k);
+        } catch (error) {
+          unreadable.add(pageId);
+          note({ id: m.id, vm: m.vm.name, job: m.job }, { disk: disk.id, chunk: `table ${pageId}`, problem: `chunk table cannot be read: ${(error as Error).message}` });
+          continue;
+        }
+        tablesRead.add(pageId);
+        const count = (page.length - TABLE_HEADER) / 32;
+        for (let i = 0; i < count; i++) referenced.addTableEntry(page, i);
       }
-      if (tablesRead.has(disk.table)) continue;
-      let table: Buffer;
-      try {
-        table = await repo.data.loadTable(disk);
-      } catch (error) {
-        unreadable.add(disk.table);
-        note({ id: m.id, vm: m.vm.name, job: m.job }, { disk: disk.id, chunk: `table ${disk.table}`, problem: `chunk table cannot be read: ${(error as Error).message}` });
-        continue;
-      }
-      tablesRead.add(disk.table);
-      for (let i = 0; i < disk.chunkCount; i++) referenced.addTableEntry(table, i);
     }
     done++;
     options.onProgress?.({ phase: 'manifests', done, total: ids.length });
@@ -143,21 +147,26 @@ export async function verifyRepository(repo: Repository, options: VerifyOptions 
 
   // Name the restore points that use a bad chunk (their tables read again: this is the rare case).
   if (bad.size > 0) {
-    // One table at a time (neighbouring restore points often share theirs).
+    // One table page at a time (neighbouring restore points often share theirs).
     let lastName: string | null = null;
-    let table: Buffer | null = null;
+    let page: Buffer | null = null;
     for (const m of manifests) {
       for (const disk of m.disks) {
-        if (unreadable.has(disk.table)) continue;
-        if (lastName !== disk.table) {
-          lastName = disk.table;
-          table = await repo.data.loadTable(disk).catch(() => null);
-        }
-        if (!table) continue;
-        for (let i = 0; i < disk.chunkCount; i++) {
-          const c = tableEntry(table, i);
-          const problem = c && bad.get(c);
-          if (problem) note({ id: m.id, vm: m.vm.name, job: m.job }, { disk: disk.id, chunk: c, offset: i * disk.chunkSize, problem: `chunk ${problem}` });
+        const reader = repo.data.tableReader(disk);
+        for (const [k, pageId] of reader.pageIds.entries()) {
+          if (unreadable.has(pageId)) continue;
+          if (lastName !== pageId) {
+            lastName = pageId;
+            page = await reader.page(k).catch(() => null);
+          }
+          if (!page) continue;
+          const first = k * reader.pageChunks;
+          const count = (page.length - TABLE_HEADER) / 32;
+          for (let i = 0; i < count; i++) {
+            const c = tableEntry(page, i);
+            const problem = c && bad.get(c);
+            if (problem) note({ id: m.id, vm: m.vm.name, job: m.job }, { disk: disk.id, chunk: c, offset: (first + i) * disk.chunkSize, problem: `chunk ${problem}` });
+          }
         }
       }
     }

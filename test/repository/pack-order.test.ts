@@ -4,7 +4,6 @@ import { join } from 'node:path';
 import test from 'ava';
 import { CorruptImageError } from '../../core/errors.ts';
 import { RawFileDisk } from '../../core/repository/index.ts';
-import { tableEntry } from '../../core/repository/format.ts';
 import { fixture, meta, MiB, mixedImage, writeImage } from './helpers.ts';
 
 test('chunks go into packs in disk order, and a restore reads neighbouring chunks with one ranged read; restores at once; a damaged chunk in a run is named alone', async (t) => {
@@ -21,10 +20,10 @@ test('chunks go into packs in disk order, and a restore reads neighbouring chunk
 
     // Disk order: each pack lists its chunks in the order of the disk, back to back.
     const manifest = await repo.manifest(id);
-    const table = await repo.data.loadTable(manifest.disks[0]);
+    const table = repo.data.tableReader(manifest.disks[0]);
     let previous: { pack: string; end: number; index: number } | null = null;
     for (let i = 0; i < manifest.disks[0].chunkCount; i++) {
-      const chunk = tableEntry(table, i);
+      const chunk = await table.entry(i);
       if (chunk === null) continue;
       const at = repo.data.packIndex.get(chunk)!;
       if (previous && previous.pack === at.pack) {
@@ -52,7 +51,7 @@ test('chunks go into packs in disk order, and a restore reads neighbouring chunk
     for (const out of outs) t.true((await readFile(out)).equals(image), out);
 
     // Damage one chunk in the middle of a pack: the restore names that chunk, not its neighbours.
-    const victim = tableEntry(table, 20)!;
+    const victim = (await table.entry(20))!;
     const at = repo.data.packIndex.get(victim)!;
     const packPath = join(f.storage.root, 'packs', at.pack.slice(0, 2), at.pack);
     const pack = await readFile(packPath);

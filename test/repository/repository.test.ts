@@ -396,8 +396,8 @@ test('verify names every restore point whose chunk table cannot be read, also th
     const img = await writeImage(f.dir, 'd.img', mixedImage(MiB));
     const b1 = await backup(repo, img, { time: new Date('2026-02-01T00:00:00Z') });
     const b2 = await backup(repo, img, { time: new Date('2026-02-02T00:00:00Z') });
-    const table = (await repo.manifest(b1.id)).disks[0].table;
-    t.is((await repo.manifest(b2.id)).disks[0].table, table, 'the same content: one table');
+    const [table] = (await repo.manifest(b1.id)).disks[0].tablePages!;
+    t.deepEqual((await repo.manifest(b2.id)).disks[0].tablePages, [table], 'the same content: one table');
     const key = `tables/${table.slice(0, 2)}/${table}`;
     const bytes = await f.storage.get(key);
     bytes[bytes.length - 5] ^= 0xff;
@@ -483,7 +483,7 @@ test('storeDiskData + addDisk: the data part runs apart from the writer and retu
     t.is(wire.bytesRead, 0, 'nothing changed, nothing read');
     await writer.addDisk(wire);
     await t.throwsAsync(() => writer.addDisk(wire), { message: /stored twice/ });
-    await t.throwsAsync(() => writer.addDisk({ ...wire, id: 'x', table: 'f'.repeat(64) }), { message: /chunk table of this disk is not in the repository/ });
+    await t.throwsAsync(() => writer.addDisk({ ...wire, id: 'x', tablePages: ['f'.repeat(64)] }), { message: /chunk table of this disk is not in the repository/ });
     const { id } = await writer.commit();
     const out = join(f.dir, 'r.img');
     await repo.restoreDisk(id, 'scsi0-0', out);
