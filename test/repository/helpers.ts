@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalStorage } from '../../plugins/local/storage.ts';
-import { openRepository, repositoryConfigSchema, type OpenRepositoryOptions, type Repository, type RestorePointMeta } from '../../core/repository/index.ts';
+import { openRepository, RawFileDisk, repositoryConfigSchema, type OpenRepositoryOptions, type Repository, type RestorePointMeta } from '../../core/repository/index.ts';
 
 export const MiB = 2 ** 20;
 
@@ -74,4 +74,17 @@ export function scatterChanges(buf: Buffer, count: number, length: number, seed 
     ranges.push({ offset, length });
   }
   return ranges;
+}
+
+/** Back up the raw image at `path` as one disk of a new restore point and commit it. */
+export async function backup(repo: Repository, path: string, opts: { vm?: string; time?: Date; changed?: Array<{ offset: number; length: number }> | null; disk?: string } = {}) {
+  const writer = await repo.startRestorePoint(meta(opts.vm, opts.time));
+  const source = await RawFileDisk.open(path);
+  try {
+    const result = await writer.storeDisk({ id: opts.disk ?? 'scsi0-0', virtualSize: source.virtualSize, logicalSectorSize: 512 }, source, { changed: opts.changed });
+    const { id } = await writer.commit();
+    return { id, result };
+  } finally {
+    await source.close();
+  }
 }

@@ -4,19 +4,7 @@ import { PassThrough } from 'node:stream';
 import test from 'ava';
 import { RawFileDisk } from '../../core/repository/index.ts';
 import { ConfigError, CorruptImageError, NotFoundError, StillpointError } from '../../core/errors.ts';
-import { fixture, meta, MiB, mixedImage, scatterChanges, writeImage } from './helpers.ts';
-
-async function backup(repo: Awaited<ReturnType<Awaited<ReturnType<typeof fixture>>['open']>>, path: string, opts: { vm?: string; time?: Date; changed?: Array<{ offset: number; length: number }> | null; disk?: string } = {}) {
-  const writer = await repo.startRestorePoint(meta(opts.vm, opts.time));
-  const source = await RawFileDisk.open(path);
-  try {
-    const result = await writer.storeDisk({ id: opts.disk ?? 'scsi0-0', virtualSize: source.virtualSize, logicalSectorSize: 512 }, source, { changed: opts.changed });
-    const { id } = await writer.commit();
-    return { id, result };
-  } finally {
-    await source.close();
-  }
-}
+import { backup, fixture, meta, MiB, mixedImage, scatterChanges, writeImage } from './helpers.ts';
 
 test('full backup, incremental with changed ranges, hash-skipping full read: each restore point restores whole', async (t) => {
   const f = await fixture();

@@ -8,7 +8,7 @@ import { RawFileDisk } from '../../core/repository/index.ts';
 import { chunkId } from '../../core/repository/codec.ts';
 import { keys } from '../../core/repository/format.ts';
 import { CorruptImageError } from '../../core/errors.ts';
-import { fixture, meta, MiB, mixedImage, writeImage } from './helpers.ts';
+import { backup, fixture, meta, MiB, mixedImage, writeImage } from './helpers.ts';
 
 const KiB = 1024;
 const CHUNK = 64 * KiB;
@@ -17,16 +17,10 @@ const PAGE = 4;
 
 type Repo = Awaited<ReturnType<Awaited<ReturnType<typeof fixture>>['open']>>;
 
-async function backup(repo: Repo, path: string, day: number, changed?: Array<{ offset: number; length: number }> | null) {
-  const writer = await repo.startRestorePoint(meta('vm-1', new Date(Date.UTC(2026, 2, day))));
-  const source = await RawFileDisk.open(path);
-  try {
-    const result = await writer.storeDisk({ id: 'scsi0-0', virtualSize: source.virtualSize, logicalSectorSize: 512 }, source, { changed });
-    const { id } = await writer.commit();
-    return { id, result, disk: (await repo.manifest(id)).disks[0] };
-  } finally {
-    await source.close();
-  }
+/** A backup on day `day`, with the disk record its manifest holds. */
+async function backupDay(repo: Repo, path: string, day: number, changed?: Array<{ offset: number; length: number }> | null) {
+  const b = await backup(repo, path, { time: new Date(Date.UTC(2026, 2, day)), changed });
+  return { ...b, disk: (await repo.manifest(b.id)).disks[0] };
 }
 
 test('a chunk table is stored in pages: unchanged pages are shared, every restore point restores whole, a damaged page is named', async (t) => {
@@ -36,7 +30,7 @@ test('a chunk table is stored in pages: unchanged pages are shared, every restor
     const size = 20 * CHUNK + 4096; // 21 chunks
     const v1 = mixedImage(size);
     const img = await writeImage(f.dir, 'disk.img', v1);
-    const b1 = await backup(repo, img, 1);
+    const b1 = await backupDay(repo, img, 1);
     t.is(b1.disk.tablePageChunks, PAGE);
     t.is(b1.disk.tablePages!.length, 6);
     t.is(b1.disk.table, undefined);
@@ -45,7 +39,7 @@ test('a chunk table is stored in pages: unchanged pages are shared, every restor
     const v2 = Buffer.from(v1);
     v2.fill(7, 5 * CHUNK + 100, 5 * CHUNK + 300);
     await writeFile(img, v2);
-    const b2 = await backup(repo, img, 2, [{ offset: 5 * CHUNK + 100, length: 200 }]);
+    const b2 = await backupDay(repo, img, 2, [{ offset: 5 * CHUNK + 100, length: 200 }]);
     t.false(b2.result.fullRead);
     const changedPages = b2.disk.tablePages!.map((id, k) => (id === b1.disk.tablePages![k] ? null : k)).filter((k) => k !== null);
     t.deepEqual(changedPages, [1], 'only the page holding the changed chunk is new');
@@ -55,7 +49,7 @@ test('a chunk table is stored in pages: unchanged pages are shared, every restor
     const v3 = Buffer.from(v2);
     v3.fill(0, 16 * CHUNK, 17 * CHUNK);
     await writeFile(img, v3);
-    const b3 = await backup(repo, img, 3, null);
+    const b3 = await backupDay(repo, img, 3, null);
     t.true(b3.result.fullRead);
     const wasData = v2.subarray(16 * CHUNK, 17 * CHUNK).some((b) => b !== 0);
     t.is(b3.disk.dataChunks, b2.disk.dataChunks - (wasData ? 1 : 0));
@@ -99,7 +93,7 @@ test('a restore point written before tables had pages (one table blob) is still 
     const repo = await f.open();
     const image = mixedImage(MiB + 4096);
     const img = await writeImage(f.dir, 'disk.img', image);
-    const b1 = await backup(repo, img, 1);
+    const b1 = await backupDay(repo, img, 1);
     t.is(b1.disk.tablePages!.length, 1);
     // Rewrite its only page as a version 1 table (the same entries, version byte 1) named by its content.
     const page = await repo.data.getBlob(keys.table(b1.disk.tablePages![0]));
@@ -195,7 +189,7 @@ test('a chunk table page that does not belong to its disk is refused', async (t)
   try {
     const repo = await f.open({ tablePageChunks: PAGE });
     const img = await writeImage(f.dir, 'disk.img', mixedImage(10 * CHUNK));
-    const b1 = await backup(repo, img, 1);
+    const b1 = await backupDay(repo, img, 1);
     // Pages 0 and 1 swapped: each is a valid blob, in the wrong place.
     const [p0, p1, ...more] = b1.disk.tablePages!;
     const writer = await repo.startRestorePoint(meta('vm-swap', new Date(Date.UTC(2026, 0, 1))));
