@@ -91,7 +91,7 @@ export function attachProgress(engine: Engine, io: CliIo, mode: ProgressMode): v
     const { pct, rate, eta } = rateAndEta(p.bytesRead, p.totalBytes, started.get(`${run.vm.id}/${p.diskId}`) ?? Date.now());
     w.live(`${label(run)} ${p.diskId}: ${pct} read ${formatBytes(p.bytesRead)} of ${formatBytes(p.totalBytes)}, stored ${formatBytes(p.bytesStored)}, ${rate} ${eta}`);
   });
-  h.diskStored.tap('progress', (run, r) => say(`${label(run)}: disk ${r.diskId} stored: read ${formatBytes(r.bytesRead)}, stored ${formatBytes(r.bytesStored)} in ${formatDuration(r.durationMs)}${r.fullRead ? ` (${r.reason ?? 'full read'})` : ' (changed ranges only)'}`));
+  h.diskStored.tap('progress', (run, r) => say(`${label(run)}: disk ${r.diskId} stored: read ${formatBytes(r.bytesRead)}${r.bytesUnchanged ? ` (${formatBytes(r.bytesUnchanged)} of it unchanged)` : ''}, stored ${formatBytes(r.bytesStored)} in ${formatDuration(r.durationMs)}${r.fullRead ? ` (${r.reason ?? 'full read'})` : ' (changed ranges only)'}`));
   h.afterMerge.tap('progress', (run, cp, err) => say(`${label(run)}: checkpoint ${cp.name} ${err ? `NOT merged: ${err}` : 'merged'}`));
   h.vmDone.tap('progress', (r) => say(`${r.vm.name}: ${r.outcome}${r.error ? ` - ${r.error}` : ''}`));
 }

@@ -430,8 +430,8 @@ export async function runJob(options: RunJobOptions): Promise<JobResult> {
         progress: (p) => hooks.diskProgress.call(run, p),
         addDisk: async (disk, stored) => {
           await writer.addDisk!(stored.record);
-          const r = stored.record as { bytesRead: number; bytesStored: number; fullRead: boolean; reason?: string };
-          const res: DiskResult = { diskId: disk.diskId, bytesRead: r.bytesRead, bytesStored: r.bytesStored, fullRead: r.fullRead, reason: r.reason, durationMs: stored.durationMs };
+          const r = stored.record as { bytesRead: number; bytesStored: number; bytesUnchanged?: number; fullRead: boolean; reason?: string };
+          const res: DiskResult = { diskId: disk.diskId, bytesRead: r.bytesRead, bytesStored: r.bytesStored, bytesUnchanged: r.bytesUnchanged, fullRead: r.fullRead, reason: r.reason, durationMs: stored.durationMs };
           await hooks.diskStored.promise(run, res);
           return res;
         },

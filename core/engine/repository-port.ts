@@ -15,6 +15,8 @@ export interface RestorePointMeta {
 export interface StoreDiskResult {
   bytesRead: number;
   bytesStored: number;
+  /** Bytes read whose chunk was unchanged at its place since the previous restore point. */
+  bytesUnchanged?: number;
   fullRead: boolean;
   reason?: string;
 }

@@ -103,6 +103,8 @@ export interface DiskResult {
   diskId: string;
   bytesRead: number;
   bytesStored: number;
+  /** Bytes read whose chunk was the same as in the previous restore point at that place (hashed, not stored again). */
+  bytesUnchanged?: number;
   fullRead: boolean;
   reason?: string;
   durationMs: number;

@@ -120,6 +120,9 @@ test('non-terminal output: plain progress lines per VM and disk', async (t) => {
   t.regex(r.stdout, /^a: disk scsi0 stored: read 128 KiB, stored .* in /m);
   t.regex(r.stdout, /^a: checkpoint stillpoint-\S+ merged$/m);
   t.false(r.stdout.includes('\r'), 'no terminal redraws when stdout is not a terminal');
+  // Again, without change tracking: everything is read, and the unchanged chunks are only hashed.
+  const again = await stillpoint(['backup', '--config', join(dir, 'stillpoint.config.json')], { cwd: dir });
+  t.regex(again.stdout, /^a: disk scsi0 stored: read 128 KiB \(\d+ KiB of it unchanged\), stored .* in .*\(full read: driver "lab" has no change tracking/m);
 });
 
 test('a wrong config exits 2 with every problem and its path', async (t) => {
