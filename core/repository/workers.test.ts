@@ -3,6 +3,15 @@ import test from 'ava';
 import { BlobCodec, chunkId } from './codec.ts';
 import { ChunkWorkers, type SealResult } from './workers.ts';
 
+/** Each chunk in a buffer of its own with room for the sealed blob (as a backup hands them over). */
+function chunkBuffers(chunks: Buffer[]): ArrayBuffer[] {
+  return chunks.map((b) => {
+    const ab = new ArrayBuffer(b.length + 64);
+    new Uint8Array(ab).set(b);
+    return ab;
+  });
+}
+
 test('sealMany: each chunk of one message is hashed, compressed and encrypted, zeros are named null, and a bad one fails alone', async (t) => {
   const keys = { encKey: randomBytes(32), idKey: randomBytes(32) };
   const workers = new ChunkWorkers(keys, 1, 1);
@@ -10,11 +19,7 @@ test('sealMany: each chunk of one message is hashed, compressed and encrypted, z
     const size = 64 * 1024;
     const text = Buffer.alloc(size, 'stillpoint ');
     const random = randomBytes(size);
-    const bufs = [text, Buffer.alloc(size), random, text].map((b) => {
-      const ab = new ArrayBuffer(size + 64);
-      new Uint8Array(ab).set(b);
-      return ab;
-    });
+    const bufs = chunkBuffers([text, Buffer.alloc(size), random, text]);
     // The third chunk claims more bytes than its buffer holds.
     const results = await Promise.allSettled(workers.sealMany(bufs, [size, size, size * 2, size]));
     t.is(results[2].status, 'rejected');
@@ -39,11 +44,7 @@ test('sealMany: a chunk that hashes to the name its place had before is only nam
     const size = 64 * 1024;
     const same = Buffer.alloc(size, 'unchanged ');
     const other = Buffer.alloc(size, 'changed ');
-    const bufs = [same, other, Buffer.alloc(size)].map((b) => {
-      const ab = new ArrayBuffer(size + 64);
-      new Uint8Array(ab).set(b);
-      return ab;
-    });
+    const bufs = chunkBuffers([same, other, Buffer.alloc(size)]);
     const before = [chunkId(same, keys), chunkId(same, keys), chunkId(same, keys)];
     const [a, b, zero] = await Promise.all(workers.sealMany(bufs, [size, size, size], before));
     t.is(a.id, before[0]);
