@@ -7,7 +7,7 @@ import { CorruptImageError } from '../errors.ts';
 import { LocalStorage } from '../../plugins/local/storage.ts';
 import { BlobCodec } from './codec.ts';
 import { keys } from './format.ts';
-import { decodePackIndex, encodePackIndex, PackBuilder, PackIndex, readPackedBlob } from './packs.ts';
+import { decodePackIndex, encodePackIndex, PackBuilder, PackIndex, prefetchPackIndexes, readPackedBlob } from './packs.ts';
 import { RetryingStorage } from './storage-util.ts';
 
 const id = () => randomBytes(32).toString('hex');
@@ -56,6 +56,20 @@ test('pack builder: packs of the target size, durable with their index before th
     const other = new PackIndex(storage, codec);
     await other.sync();
     t.is([...other.packs.values()].reduce((n, e) => n + e.length, 0), 35);
+    // Indexes fetched ahead (at most `limit`, while the keys are derived) and the rest by sync.
+    let gets = 0;
+    const target = storage.target;
+    const counting = new RetryingStorage(new Proxy(target, {
+      get: (t, p) => (p === 'get' ? (key: string) => (gets++, t.get(key)) : Reflect.get(t, p, t)),
+    }));
+    const ahead = await prefetchPackIndexes(counting, 2);
+    t.is(ahead.size, 2);
+    t.is(gets, 2, 'only two fetched ahead');
+    const adopted = new PackIndex(counting, codec);
+    adopted.adopt(Promise.resolve(ahead));
+    await adopted.sync();
+    t.is(gets, 4, 'the other two fetched by sync, none twice');
+    t.is(adopted.size, 35);
     for (const [c, blob] of blobs) {
       const at = other.get(c)!;
       t.truthy(at, `chunk ${c} is indexed`);

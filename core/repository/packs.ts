@@ -271,12 +271,15 @@ export class PackIndex {
 }
 
 /**
- * Start fetching every stored pack index (the blobs, not decoded): done while the repository
- * derives its keys from the passphrase, then handed to `PackIndex.adopt`.
+ * Start fetching stored pack indexes (the blobs, not decoded) while the repository derives its
+ * keys from the passphrase; handed to `PackIndex.adopt`. At most `limit` of them: a large
+ * repository has one index per pack, and fetching them all at once would hold every blob in
+ * memory together and put thousands of requests on the storage target at the same time (the
+ * rest are fetched by `sync`, eight at a time, and decoded as they come).
  */
-export async function prefetchPackIndexes(storage: RetryingStorage): Promise<Map<string, Promise<Buffer>>> {
+export async function prefetchPackIndexes(storage: RetryingStorage, limit = 256): Promise<Map<string, Promise<Buffer>>> {
   const fetched = new Map<string, Promise<Buffer>>();
-  for (const key of await storage.list(keys.packIndexPrefix)) {
+  for (const key of (await storage.list(keys.packIndexPrefix)).slice(0, limit)) {
     const blob = storage.get(key);
     blob.catch(() => undefined);
     fetched.set(key.slice(keys.packIndexPrefix.length), blob);
