@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, writeFile, access } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { basename, isAbsolute, join, relative, resolve } from 'node:path';
 import createDebug from 'debug';
 import type { PresentedSnapshot, VolumeRef, VolumeSnapshot, VolumeSnapshotProvider } from '../../core/contracts/snapshot.ts';
 import { NotFoundError, StillpointError } from '../../core/errors.ts';
@@ -20,7 +20,11 @@ export interface BtrfsProviderOptions {
   volumes: VolumeRef[];
   /** Per proxy name: the directory where that proxy sees this host's `/` (absent: the proxy runs here). */
   proxyRoots: Record<string, string>;
-  /** Where the provider remembers the volumes it snapshotted (for `list()` after a crash). */
+  /**
+   * Where the provider remembers the volumes it snapshotted (for `list()` after a crash): one file
+   * per volume in the directory `<stateFile>.d`, so that processes sharing it never rewrite each
+   * other's entries; `<stateFile>` itself (the single file of earlier versions) is still read.
+   */
   stateFile?: string;
 }
 
@@ -189,44 +193,54 @@ export class BtrfsSnapshotProvider implements VolumeSnapshotProvider {
     return [...byName.values()];
   }
 
+  /** The volumes remembered: the per-volume files, then the single file of earlier versions. */
   async #readState(): Promise<VolumeRef[]> {
-    if (!this.#options.stateFile) return [];
+    const file = this.#options.stateFile;
+    if (!file) return [];
+    const found: VolumeRef[] = [];
+    const valid = (v: unknown): v is VolumeRef => typeof (v as VolumeRef)?.name === 'string' && typeof (v as VolumeRef)?.path === 'string';
+    const read = async (path: string): Promise<unknown> => {
+      try {
+        return JSON.parse(await readFile(path, 'utf8'));
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null; // forgotten meanwhile
+        throw new StillpointError(`cannot read the btrfs provider's state: ${(error as Error).message}`, {
+          where: path,
+          hint: 'fix or delete the file; it only remembers a volume snapshotted before',
+        });
+      }
+    };
+    let names: string[] = [];
     try {
-      const data = JSON.parse(await readFile(this.#options.stateFile, 'utf8')) as { volumes?: VolumeRef[] };
-      return Array.isArray(data.volumes) ? data.volumes.filter((v) => typeof v?.name === 'string' && typeof v?.path === 'string') : [];
+      names = (await readdir(`${file}.d`)).filter((n) => n.endsWith('.json')).sort();
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw new StillpointError(`cannot read the btrfs provider's state: ${(error as Error).message}`, {
-        where: this.#options.stateFile,
-        hint: 'fix or delete the file; it only lists the volumes snapshotted before',
-      });
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
     }
+    for (const name of names) {
+      const v = await read(join(`${file}.d`, name));
+      if (valid(v)) found.push({ name: v.name, path: v.path });
+    }
+    const legacy = (await read(file)) as { volumes?: unknown[] } | null;
+    if (legacy && Array.isArray(legacy.volumes)) for (const v of legacy.volumes) if (valid(v)) found.push({ name: v.name, path: v.path });
+    return found;
   }
-
-  /** The state file's last update: updates run one after another (each reads, adds and writes the file). */
-  #stateWrites: Promise<void> = Promise.resolve();
 
   /**
-   * Add `volume` to the state file. Snapshots of several volumes are taken at once: without the
-   * queue, two updates read the same file, and the second rename finds the shared temporary file
-   * gone (ENOENT) or drops the first's volume.
+   * Remember `volume`: its own file `<stateFile>.d/<name, hex>.json`, written to a unique temporary
+   * file and renamed. Snapshots of several volumes are taken at once, in this process or in
+   * another one using the same state directory: no update reads or rewrites another's file.
    */
-  #remember(volume: VolumeRef): Promise<void> {
-    const update = this.#stateWrites.then(() => this.#addToState(volume));
-    this.#stateWrites = update.catch(() => undefined);
-    return update;
-  }
-
-  async #addToState(volume: VolumeRef): Promise<void> {
+  async #remember(volume: VolumeRef): Promise<void> {
     const file = this.#options.stateFile;
     if (!file) return;
-    const known = await this.#readState();
-    const path = resolve(volume.path);
-    if (known.some((v) => v.name === volume.name && v.path === path)) return;
-    const volumes = [...known.filter((v) => v.name !== volume.name), { name: volume.name, path }];
-    await mkdir(dirname(file), { recursive: true, mode: 0o700 });
-    const tmp = `${file}.${process.pid}.tmp`;
-    await writeFile(tmp, JSON.stringify({ volumes }, null, 2) + '\n', { mode: 0o600 });
-    await rename(tmp, file);
+    const dir = `${file}.d`;
+    const target = join(dir, `${Buffer.from(volume.name, 'utf8').toString('hex')}.json`);
+    const entry = { name: volume.name, path: resolve(volume.path) };
+    const current = await readFile(target, 'utf8').then((s) => JSON.parse(s) as unknown, () => null);
+    if (current && (current as VolumeRef).name === entry.name && (current as VolumeRef).path === entry.path) return;
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const tmp = `${target}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+    await writeFile(tmp, JSON.stringify(entry) + '\n', { mode: 0o600 });
+    await rename(tmp, target);
   }
 }

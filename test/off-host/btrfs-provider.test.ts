@@ -88,6 +88,11 @@ btrfsTest('a read-only snapshot freezes the volume as it was; present maps paths
   t.deepEqual(readdirSync(join(vol, '.stillpoint-snapshots')), []);
 });
 
+/** The volume names the provider remembers in `stateFile` (one file per volume in `<stateFile>.d`). */
+function remembered(stateFile: string): string[] {
+  return readdirSync(`${stateFile}.d`).filter((n) => n.endsWith('.json')).map((n) => (JSON.parse(readFileSync(join(`${stateFile}.d`, n), 'utf8')) as { name: string }).name).sort();
+}
+
 btrfsTest('snapshots of several volumes taken at once are all remembered in the state file', async (t) => {
   const state = await mkdtemp(join(tmpdir(), 'stillpoint-btrfs-state-'));
   t.teardown(() => rm(state, { recursive: true, force: true }));
@@ -95,11 +100,41 @@ btrfsTest('snapshots of several volumes taken at once are all remembered in the 
   const provider = new BtrfsSnapshotProvider({ stateFile });
   const volumes = ['c1', 'c2', 'c3', 'c4'].map((name) => ({ name, path: fs.subvolume(name) }));
   const snaps = await Promise.all(volumes.map((v) => provider.create(v, { jobId: 'at-once' })));
-  const remembered = (JSON.parse(readFileSync(stateFile, 'utf8')) as { volumes: Array<{ name: string }> }).volumes.map((v) => v.name).sort();
-  t.deepEqual(remembered, ['c1', 'c2', 'c3', 'c4']);
+  t.deepEqual(remembered(stateFile), ['c1', 'c2', 'c3', 'c4']);
   const fresh = new BtrfsSnapshotProvider({ stateFile });
   t.deepEqual((await fresh.list()).map((s) => s.id).sort(), snaps.map((s) => s.id).sort());
   for (const s of snaps) await provider.delete(s);
+});
+
+btrfsTest('processes sharing one state directory all remember their volumes; the single state file of earlier versions is still read', async (t) => {
+  const state = await mkdtemp(join(tmpdir(), 'stillpoint-btrfs-state-'));
+  t.teardown(() => rm(state, { recursive: true, force: true }));
+  const stateFile = join(state, 'volumes.json');
+  // Three processes, each snapshotting its own four volumes at once, all at the same time.
+  const names = [0, 1, 2].map((p) => [0, 1, 2, 3].map((v) => `p${p}v${v}`));
+  const paths = new Map(names.flat().map((n) => [n, fs.subvolume(n)]));
+  const script = join(state, 'snap.mts');
+  writeFileSync(script, `
+    import { BtrfsSnapshotProvider } from ${JSON.stringify(new URL('../../plugins/btrfs/provider.ts', import.meta.url).href)};
+    const [stateFile, ...volumes] = process.argv.slice(2);
+    const provider = new BtrfsSnapshotProvider({ stateFile });
+    await Promise.all(volumes.map((v) => { const [name, path] = v.split('=', 2); return provider.create({ name, path }, { jobId: 'many' }); }));
+  `);
+  const { execFile } = await import('node:child_process');
+  const run = (args: string[]) => new Promise<void>((resolve, reject) => execFile(process.execPath, ['--import', 'tsx', script, stateFile, ...args], (error, _out, err) => (error ? reject(new Error(`${error.message}\n${err}`)) : resolve())));
+  await Promise.all(names.map((group) => run(group.map((n) => `${n}=${paths.get(n)}`))));
+  t.deepEqual(remembered(stateFile), names.flat().sort());
+
+  // A volume only the old single file names is found too.
+  const legacy = fs.subvolume('legacy');
+  const provider = new BtrfsSnapshotProvider();
+  const old = await provider.create({ name: 'legacy', path: legacy }, { jobId: 'old' });
+  writeFileSync(stateFile, JSON.stringify({ volumes: [{ name: 'legacy', path: legacy }] }));
+  const fresh = new BtrfsSnapshotProvider({ stateFile });
+  const listed = await fresh.list();
+  t.is(listed.length, 13);
+  t.true(listed.some((s) => s.id === old.id));
+  for (const s of listed) await fresh.delete(s);
 });
 
 btrfsTest('an absolute snapshot directory, proxy roots, and refusal to touch what is not a Stillpoint snapshot', async (t) => {
