@@ -1,7 +1,7 @@
 import test from 'ava';
 import { createHash } from 'node:crypto';
 import { ChunkNameSet } from './chunk-set.ts';
-import { newTable, setTableEntry } from './format.ts';
+import { newTablePage, setTableEntry } from './format.ts';
 
 const name = (i: number) => createHash('sha256').update(String(i)).digest('hex');
 
@@ -31,7 +31,7 @@ test('names sharing their first bytes (the table key) stay apart', (t) => {
 });
 
 test('takes names straight from a chunk table and leaves zero chunks out', (t) => {
-  const table = newTable(4096, 4096 * 4);
+  const table = newTablePage(4096, 4096 * 4, 0, 4);
   setTableEntry(table, 0, name(1));
   setTableEntry(table, 2, name(2));
   setTableEntry(table, 3, name(1));

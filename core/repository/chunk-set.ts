@@ -1,4 +1,4 @@
-import { TABLE_HEADER, ZERO_ENTRY } from './format.ts';
+import { isZeroEntry, TABLE_HEADER, tableEntryCount } from './format.ts';
 
 const NAME = 32;
 
@@ -40,9 +40,14 @@ export class ChunkNameSet implements Iterable<string> {
    * has no name); true when it was not in the set yet.
    */
   addTableEntry(table: Buffer, index: number): boolean {
-    const at = TABLE_HEADER + index * NAME;
-    if (table.compare(ZERO_ENTRY, 0, NAME, at, at + NAME) === 0) return false;
-    return this.addBytes(table, at);
+    if (isZeroEntry(table, index)) return false;
+    return this.addBytes(table, TABLE_HEADER + index * NAME);
+  }
+
+  /** Add the chunks named by every entry of a chunk table page. */
+  addTablePage(page: Buffer): void {
+    const count = tableEntryCount(page);
+    for (let i = 0; i < count; i++) this.addTableEntry(page, i);
   }
 
   /** The name number `n` (in the order added), in hex. */

@@ -232,7 +232,8 @@ export class RepositoryData {
         table.set(item.index, null);
       } else {
         const id = sealed.id;
-        const atPlace = prev ? await previousEntry(prev, item.index) : null;
+        // The worker already found an unchanged chunk to be what its place held.
+        const atPlace = sealed.unchanged ? id : prev ? await prev.entry(item.index) : null;
         await packs.ready();
         // Known: in the previous table at the same place, in a pack, or in a pack being filled
         // (this disk's or, then durable before this table is written, another disk's).
@@ -277,7 +278,7 @@ export class RepositoryData {
         const previousIds = !prev
           ? undefined
           : fullRead
-            ? await Promise.all(group.map((item) => previousEntry(prev!, item.index).catch(() => null)))
+            ? await Promise.all(group.map((item) => prev!.entry(item.index).catch(() => null)))
             : group.map((item) => prev!.loaded(item.index) ?? null);
         const sealing = this.workers.sealMany(bufs, group.map((item) => item.length), previousIds);
         const stored = await Promise.allSettled(group.map((item, k) => storeChunk(item, sealing[k], turns[k].before).finally(turns[k].done)));
@@ -463,7 +464,7 @@ export class RepositoryData {
     await this.packIndex.sync();
     const first = Math.floor(range.from / record.chunkSize);
     const last = Math.ceil(range.to / record.chunkSize);
-    const window: Array<Promise<{ index: number; data: Buffer | null }>> = [];
+    const window: Array<Promise<{ index: number; id: string | null; data: Buffer | null }>> = [];
     let next = first;
     /** Chunks of a run read ahead together, not yet in the window. */
     const ahead = new Map<number, Promise<Buffer>>();
@@ -495,29 +496,23 @@ export class RepositoryData {
         });
         data = run[0];
       }
-      const p = data.then((d) => ({ index, data: d }));
+      const p = data.then((d) => ({ index, id, data: d }));
       p.catch(() => undefined);
       window.push(p);
     };
-    /** The chunk names of the window's chunks (for messages; their pages may be let go meanwhile). */
-    const names = new Map<number, string | null>();
     const startNext = async () => {
       const index = next++;
-      const loaded = table.loaded(index);
-      if (loaded === undefined) await table.ensure(index);
-      names.set(index, table.at(index));
+      if (table.loaded(index) === undefined) await table.ensure(index);
       start(index);
     };
     try {
       while (next < last && window.length < concurrency) await startNext();
       while (window.length > 0) {
-        const { index, data } = await window.shift()!;
+        const { index, id, data } = await window.shift()!;
         const offset = index * record.chunkSize;
         const length = Math.min(record.chunkSize, record.virtualSize - offset);
-        const name = names.get(index);
-        names.delete(index);
         if (data !== null && data.length !== length) {
-          throw new CorruptImageError(`chunk ${name} holds ${data.length} bytes, expected ${length}`, { where: `disk ${record.id}, offset ${offset}` });
+          throw new CorruptImageError(`chunk ${id} holds ${data.length} bytes, expected ${length}`, { where: `disk ${record.id}, offset ${offset}` });
         }
         // `data` may be a place in the slab: the sink must be done with it when it returns.
         await sink({ index, offset, length, data });
@@ -659,9 +654,3 @@ export async function runBounded<T>(items: Iterable<T>, limit: number, fn: (item
   if (hasFailed) throw failed;
 }
 
-
-/** Entry `index` of the previous restore point's table, from a loaded page when it is one. */
-function previousEntry(prev: ChunkTableReader, index: number): Promise<string | null> {
-  const e = prev.loaded(index);
-  return e === undefined ? prev.entry(index) : Promise.resolve(e);
-}

@@ -180,11 +180,6 @@ export function newTablePage(chunkSize: number, virtualSize: number, first: numb
   return page;
 }
 
-/** A whole table in one page (tests, and what a version 1 table holds). */
-export function newTable(chunkSize: number, virtualSize: number): Buffer {
-  return newTablePage(chunkSize, virtualSize, 0, Math.ceil(virtualSize / chunkSize));
-}
-
 export function parseTablePage(buf: Buffer, where: string): { chunkSize: number; virtualSize: number; chunkCount: number; firstIndex: number; count: number } {
   if (buf.length < TABLE_HEADER || buf.toString('ascii', 0, 3) !== 'SPT' || (buf[3] !== 1 && buf[3] !== 2)) {
     throw new Error(`${where}: not a chunk table (version 1 or 2)`);
@@ -193,17 +188,28 @@ export function parseTablePage(buf: Buffer, where: string): { chunkSize: number;
   const virtualSize = Number(buf.readBigUInt64LE(8));
   const chunkCount = buf.readUInt32LE(16);
   const firstIndex = buf[3] === 1 ? 0 : buf.readUInt32LE(20);
-  const count = (buf.length - TABLE_HEADER) / 32;
+  const count = tableEntryCount(buf);
   if (chunkSize === 0 || !Number.isInteger(count) || chunkCount !== Math.ceil(virtualSize / chunkSize) || firstIndex + count > chunkCount || (buf[3] === 1 && count !== chunkCount)) {
     throw new Error(`${where}: chunk table length does not match its header`);
   }
   return { chunkSize, virtualSize, chunkCount, firstIndex, count };
 }
 
-export function tableEntry(table: Buffer, index: number): string | null {
+/** How many entries a table page holds (a fraction when its length is not whole entries). */
+export function tableEntryCount(page: Buffer): number {
+  return (page.length - TABLE_HEADER) / 32;
+}
+
+/** Whether entry `index` of a table page is a zero chunk (compared in place, no string made). */
+export function isZeroEntry(table: Buffer, index: number): boolean {
   const start = TABLE_HEADER + index * 32;
-  const entry = table.subarray(start, start + 32);
-  return entry.equals(ZERO_ENTRY) ? null : entry.toString('hex');
+  return table.compare(ZERO_ENTRY, 0, 32, start, start + 32) === 0;
+}
+
+export function tableEntry(table: Buffer, index: number): string | null {
+  if (isZeroEntry(table, index)) return null;
+  const start = TABLE_HEADER + index * 32;
+  return table.toString('hex', start, start + 32);
 }
 
 export function setTableEntry(table: Buffer, index: number, id: string | null): void {

@@ -2,7 +2,7 @@ import createDebug from 'debug';
 import { StillpointError } from '../errors.ts';
 import { runBounded } from './data.ts';
 import { ChunkNameSet } from './chunk-set.ts';
-import { keys, TABLE_HEADER, type Manifest } from './format.ts';
+import { keys, type Manifest } from './format.ts';
 import { DEFAULT_PACK_SIZE, PackBuilder } from './packs.ts';
 import type { Repository } from './repository.ts';
 import { applyRetention, type Retention } from './retention.ts';
@@ -84,8 +84,7 @@ export async function garbageCollect(repo: Repository, options: GcOptions = {}):
             cause,
           });
         }
-        const count = (page.length - TABLE_HEADER) / 32;
-        for (let i = 0; i < count; i++) live.chunks.addTableEntry(page, i);
+        live.chunks.addTablePage(page);
       }
     }
   };

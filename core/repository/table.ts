@@ -1,6 +1,6 @@
 import { CorruptImageError, StillpointError } from '../errors.ts';
 import { chunkId, type RepositoryKeys } from './codec.ts';
-import { keys, newTablePage, parseTablePage, setTableEntry, TABLE_HEADER, tableEntry, tablePageIds, ZERO_ENTRY, type DiskRecord } from './format.ts';
+import { isZeroEntry, keys, newTablePage, parseTablePage, setTableEntry, TABLE_HEADER, tableEntry, tablePageIds, type DiskRecord } from './format.ts';
 
 /**
  * A disk's chunk table, read a page at a time. A table names one chunk per `chunkSize` bytes of the
@@ -195,10 +195,7 @@ export class ChunkTableWriter {
         const page = named ?? newTablePage(this.chunkSize, this.virtualSize, first, count);
         if (this.base) await this.fillFromBase(page, first, count, zeros);
         if (named || this.base) {
-          for (let i = 0; i < count; i++) {
-            const at = TABLE_HEADER + i * 32;
-            if (page.compare(ZERO_ENTRY, 0, 32, at, at + 32) !== 0) this.dataChunks++;
-          }
+          for (let i = 0; i < count; i++) if (!isZeroEntry(page, i)) this.dataChunks++;
         }
         this.ids[k] = await this.store(page);
       } catch (error) {
@@ -210,10 +207,7 @@ export class ChunkTableWriter {
   /** Copy the base's entries into every entry of `page` not set (neither named nor in `zeros`). */
   private async fillFromBase(page: Buffer, first: number, count: number, zeros: Array<[number, number]>): Promise<void> {
     const b = this.base!;
-    const isSet = (i: number) => {
-      const at = TABLE_HEADER + i * 32;
-      return page.compare(ZERO_ENTRY, 0, 32, at, at + 32) !== 0;
-    };
+    const isSet = (i: number) => !isZeroEntry(page, i);
     let z = 0;
     for (let i = 0; i < count; ) {
       while (z < zeros.length && zeros[z][1] <= i) z++;

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { ChunkNameSet } from './chunk-set.ts';
-import { keys, TABLE_HEADER, tableEntry, type Manifest } from './format.ts';
+import { keys, tableEntry, tableEntryCount, type Manifest } from './format.ts';
 import { runBounded } from './data.ts';
 import type { Repository } from './repository.ts';
 
@@ -93,8 +93,7 @@ export async function verifyRepository(repo: Repository, options: VerifyOptions 
           continue;
         }
         tablesRead.add(pageId);
-        const count = (page.length - TABLE_HEADER) / 32;
-        for (let i = 0; i < count; i++) referenced.addTableEntry(page, i);
+        referenced.addTablePage(page);
       }
     }
     done++;
@@ -161,7 +160,7 @@ export async function verifyRepository(repo: Repository, options: VerifyOptions 
           }
           if (!page) continue;
           const first = k * reader.pageChunks;
-          const count = (page.length - TABLE_HEADER) / 32;
+          const count = tableEntryCount(page);
           for (let i = 0; i < count; i++) {
             const c = tableEntry(page, i);
             const problem = c && bad.get(c);
