@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import createDebug from 'debug';
 import type { VolumeRef } from '../contracts/snapshot.ts';
 import { StillpointError } from '../errors.ts';
-import { processAlive, syncDir } from '../util/durable.ts';
+import { processAlive, syncDir, writeDurably } from '../util/durable.ts';
 
 const debug = createDebug('stillpoint:journal');
 
@@ -42,19 +42,6 @@ export interface RunRecord {
   startedAt: string;
 }
 
-/** Write `data` to `path` durably: temp file, fsync, rename, fsync the directory. */
-async function writeDurably(dir: string, name: string, data: string): Promise<void> {
-  const tmp = join(dir, `.${name}.${randomBytes(4).toString('hex')}.tmp`);
-  const fh = await open(tmp, 'w', 0o600);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, join(dir, name));
-  await syncDir(dir);
-}
 
 
 /**

@@ -1,4 +1,6 @@
-import { open } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { open, rename } from 'node:fs/promises';
+import { join } from 'node:path';
 
 /** fsync a directory, so that a rename or a new entry in it survives a crash. */
 export async function syncDir(dir: string): Promise<void> {
@@ -18,4 +20,21 @@ export function processAlive(pid: number): boolean {
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/**
+ * Write `data` to `dir/name` durably and atomically: a temporary file of its own (so that writers
+ * in several processes never share one), fsync, rename, fsync the directory. Readable by the owner only.
+ */
+export async function writeDurably(dir: string, name: string, data: string): Promise<void> {
+  const tmp = join(dir, `.${name}.${randomBytes(4).toString('hex')}.tmp`);
+  const fh = await open(tmp, 'w', 0o600);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, join(dir, name));
+  await syncDir(dir);
 }

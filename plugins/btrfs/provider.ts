@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, writeFile, access } from 'node:fs/promises';
+import { mkdir, readdir, readFile, access } from 'node:fs/promises';
 import { basename, isAbsolute, join, relative, resolve } from 'node:path';
 import createDebug from 'debug';
 import type { PresentedSnapshot, VolumeRef, VolumeSnapshot, VolumeSnapshotProvider } from '../../core/contracts/snapshot.ts';
 import { NotFoundError, StillpointError } from '../../core/errors.ts';
+import { writeDurably } from '../../core/util/durable.ts';
 import { isSubvolume, runBtrfs, whyNotSubvolumeSync } from './btrfs.ts';
 import { formatSnapshotName, parseSnapshotName } from './naming.ts';
 
@@ -226,21 +227,20 @@ export class BtrfsSnapshotProvider implements VolumeSnapshotProvider {
   }
 
   /**
-   * Remember `volume`: its own file `<stateFile>.d/<name, hex>.json`, written to a unique temporary
-   * file and renamed. Snapshots of several volumes are taken at once, in this process or in
-   * another one using the same state directory: no update reads or rewrites another's file.
+   * Remember `volume`: its own file `<stateFile>.d/<name, hex>.json`, written durably (a temporary
+   * file of its own, fsync, rename), since it is read after a crash. Snapshots of several volumes
+   * are taken at once, in this process or in another one using the same state directory: no
+   * update reads or rewrites another's file.
    */
   async #remember(volume: VolumeRef): Promise<void> {
     const file = this.#options.stateFile;
     if (!file) return;
     const dir = `${file}.d`;
-    const target = join(dir, `${Buffer.from(volume.name, 'utf8').toString('hex')}.json`);
+    const name = `${Buffer.from(volume.name, 'utf8').toString('hex')}.json`;
     const entry = { name: volume.name, path: resolve(volume.path) };
-    const current = await readFile(target, 'utf8').then((s) => JSON.parse(s) as unknown, () => null);
+    const current = await readFile(join(dir, name), 'utf8').then((s) => JSON.parse(s) as unknown, () => null);
     if (current && (current as VolumeRef).name === entry.name && (current as VolumeRef).path === entry.path) return;
     await mkdir(dir, { recursive: true, mode: 0o700 });
-    const tmp = `${target}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-    await writeFile(tmp, JSON.stringify(entry) + '\n', { mode: 0o600 });
-    await rename(tmp, target);
+    await writeDurably(dir, name, JSON.stringify(entry) + '\n');
   }
 }
