@@ -4,7 +4,6 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { promisify } from 'node:util';
 import test from 'ava';
-import { RawFileDisk } from '../../core/repository/index.ts';
 import { chunkId } from '../../core/repository/codec.ts';
 import { keys } from '../../core/repository/format.ts';
 import { CorruptImageError } from '../../core/errors.ts';
@@ -124,11 +123,7 @@ test('a restore point written before tables had pages (one table blob) is still 
     const next = Buffer.from(image);
     next.fill(9, 200, 300);
     await writeFile(img, next);
-    const w2 = await repo.startRestorePoint(meta('vm-old', new Date(Date.UTC(2026, 0, 2))));
-    const src = await RawFileDisk.open(img);
-    await w2.storeDisk({ id: 'scsi0-0', virtualSize: src.virtualSize, logicalSectorSize: 512 }, src, { changed: [{ offset: 200, length: 100 }] });
-    await src.close();
-    const { id: id2 } = await w2.commit();
+    const { id: id2 } = await backup(repo, img, { vm: 'vm-old', time: new Date(Date.UTC(2026, 0, 2)), changed: [{ offset: 200, length: 100 }] });
     await repo.restoreDisk(id2, 'scsi0-0', join(f.dir, 'next.img'));
     t.true((await readFile(join(f.dir, 'next.img'))).equals(next));
   } finally {
