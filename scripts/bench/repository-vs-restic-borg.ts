@@ -217,6 +217,20 @@ function rotated<T>(items: T[], round: number): T[] {
 }
 
 /**
+ * Run `one(i, round)` for every tool `REPEAT` times, the tools taking turns in an order that
+ * rotates each round; each run's wall time and peak memory go into the tool's row `rows[i]`.
+ */
+function timeRounds(rows: Row[], one: (i: number, round: number) => Measure): void {
+  for (let round = 0; round < REPEAT; round++) {
+    for (const i of rotated([...rows.keys()], round)) {
+      const m = one(i, round);
+      rows[i].runs.push(m.seconds);
+      rows[i].peakMiB = Math.max(rows[i].peakMiB, m.peakMiB);
+    }
+  }
+}
+
+/**
  * Save what a tool's step starts from (its repository and cache), to put it back before each
  * further repetition of the step; `drop` deletes the saved copy.
  */
@@ -305,23 +319,19 @@ async function main(): Promise<void> {
     const states = REPEAT > 1 ? tools.map((t, i) => saveState(t.files, join(DIR, 'saved-state', String(i)))) : [];
     const befores = tools.map((t) => (existsSync(t.repo) ? du(t.repo) : 0));
     const stepRows = tools.map((t): Row => ({ tool: t.name, step, runs: [], peakMiB: 0, repoBytes: 0 }));
-    for (let round = 0; round < REPEAT; round++) {
-      for (const i of rotated([...tools.keys()], round)) {
-        const t = tools[i];
-        if (round > 0) states[i].restore();
-        warmUp();
-        execFileSync('sync'); // no dirty pages of the image or another tool's repository left to flush
-        execFileSync('sh', ['-c', `cat ${image} > /dev/null`]); // every tool reads the image from the page cache
-        const m = t.backup(step, changed);
-        const after = du(t.repo);
-        const row = stepRows[i];
-        row.runs.push(m.seconds);
-        row.peakMiB = Math.max(row.peakMiB, m.peakMiB);
-        row.repoBytes = after;
-        row.note = `+${((after - befores[i]) / MiB).toFixed(1)} MiB`;
-        console.log(`${t.name.padEnd(20)} ${step.padEnd(14)} ${m.seconds.toFixed(2)} s  ${(SIZE / MiB / m.seconds).toFixed(0)} MiB/s of disk  peak ${m.peakMiB.toFixed(0)} MiB  repo ${(after / MiB).toFixed(0)} MiB (+${((after - befores[i]) / MiB).toFixed(1)})`);
-      }
-    }
+    timeRounds(stepRows, (i, round) => {
+      const t = tools[i];
+      if (round > 0) states[i].restore();
+      warmUp();
+      execFileSync('sync'); // no dirty pages of the image or another tool's repository left to flush
+      execFileSync('sh', ['-c', `cat ${image} > /dev/null`]); // every tool reads the image from the page cache
+      const m = t.backup(step, changed);
+      const after = du(t.repo);
+      stepRows[i].repoBytes = after;
+      stepRows[i].note = `+${((after - befores[i]) / MiB).toFixed(1)} MiB`;
+      console.log(`${t.name.padEnd(20)} ${step.padEnd(14)} ${m.seconds.toFixed(2)} s  ${(SIZE / MiB / m.seconds).toFixed(0)} MiB/s of disk  peak ${m.peakMiB.toFixed(0)} MiB  repo ${(after / MiB).toFixed(0)} MiB (+${((after - befores[i]) / MiB).toFixed(1)})`);
+      return m;
+    });
     states.forEach((s) => s.drop());
     rows.push(...stepRows);
   }
@@ -334,20 +344,17 @@ async function main(): Promise<void> {
   const restoreSteps = cold ? ['restore', 'restore-cold'] : ['restore'];
   for (const step of restoreSteps) {
     const stepRows = tools.map((t): Row => ({ tool: t.name, step, runs: [], peakMiB: 0, repoBytes: du(t.repo) }));
-    for (let round = 0; round < REPEAT; round++) {
-      for (const i of rotated([...tools.keys()], round)) {
-        const t = tools[i];
-        rmSync(t.output, { force: true }); // the restore before this one's
-        warmUp();
-        execFileSync('sync');
-        if (step === 'restore') execFileSync('sh', ['-c', `find ${t.files.join(' ')} -type f -exec cat {} + > /dev/null`]);
-        else writeFileSync('/proc/sys/vm/drop_caches', '3');
-        const m = t.restore();
-        stepRows[i].runs.push(m.seconds);
-        stepRows[i].peakMiB = Math.max(stepRows[i].peakMiB, m.peakMiB);
-        console.log(`${t.name.padEnd(20)} ${step.padEnd(14)} ${m.seconds.toFixed(2)} s  peak ${m.peakMiB.toFixed(0)} MiB`);
-      }
-    }
+    timeRounds(stepRows, (i) => {
+      const t = tools[i];
+      rmSync(t.output, { force: true }); // the restore before this one's
+      warmUp();
+      execFileSync('sync');
+      if (step === 'restore') execFileSync('sh', ['-c', `find ${t.files.join(' ')} -type f -exec cat {} + > /dev/null`]);
+      else writeFileSync('/proc/sys/vm/drop_caches', '3');
+      const m = t.restore();
+      console.log(`${t.name.padEnd(20)} ${step.padEnd(14)} ${m.seconds.toFixed(2)} s  peak ${m.peakMiB.toFixed(0)} MiB`);
+      return m;
+    });
     rows.push(...stepRows);
   }
   // Every tool restored the same bytes.
