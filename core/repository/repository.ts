@@ -308,32 +308,63 @@ export class Repository {
     return parsed.data;
   }
 
-  /** Every manifest, oldest first (by point-in-time, then id). */
-  async manifests(filter: { job?: string; vm?: string } = {}): Promise<Manifest[]> {
-    const out: Manifest[] = [];
-    const ids = await this.manifestIds();
-    // Several at a time: a repository holds hundreds of restore points, each a get and a decrypt.
-    let next = 0;
-    const lane = async () => {
-      while (next < ids.length) {
-        const m = await this.manifest(ids[next++]);
-        if (filter.job && m.job !== filter.job) continue;
-        if (filter.vm && m.vm.id !== filter.vm && m.vm.name !== filter.vm) continue;
-        out.push(m);
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(8, ids.length) }, lane));
-    return out.sort((a, b) => Date.parse(a.time) - Date.parse(b.time) || a.id.localeCompare(b.id));
+  /**
+   * What this process knows of each restore point without loading its manifest again: manifests
+   * are never changed once written, so each is read once per process (a job of V VMs in a
+   * repository of M restore points reads M manifests, not V x M, to find each VM's latest).
+   */
+  private readonly catalog = new Map<string, CatalogEntry>();
+
+  /** Every manifest that `filter` matches, oldest first (by point-in-time, then id). */
+  async manifests(filter: RestorePointFilter = {}): Promise<Manifest[]> {
+    const loaded = new Map<string, Manifest>();
+    const entries = await this.catalogEntries(filter, loaded);
+    // Those known from an earlier call were not loaded by this one.
+    return Promise.all(entries.map(async (e) => loaded.get(e.id) ?? this.manifest(e.id)));
   }
 
-  async list(filter: { job?: string; vm?: string } = {}): Promise<RestorePointSummary[]> {
+  async list(filter: RestorePointFilter = {}): Promise<RestorePointSummary[]> {
     return (await this.manifests(filter)).map(summarise);
   }
 
   /** The newest restore point of a VM (by id or name), or null. */
   async latest(vmId: string): Promise<Manifest | null> {
-    const all = await this.manifests({ vm: vmId });
-    return all.length ? all[all.length - 1] : null;
+    const loaded = new Map<string, Manifest>();
+    const entries = await this.catalogEntries({ vm: vmId }, loaded);
+    const newest = entries[entries.length - 1];
+    return newest ? loaded.get(newest.id) ?? this.manifest(newest.id) : null;
+  }
+
+  /**
+   * The catalog entries of the stored restore points that `filter` matches, oldest first. Restore
+   * points not in the catalog yet are loaded (several at a time: each is a get and a decrypt) and
+   * those that match are left in `loaded`; those no longer listed leave the catalog.
+   */
+  private async catalogEntries(filter: RestorePointFilter, loaded: Map<string, Manifest>): Promise<CatalogEntry[]> {
+    const ids = await this.manifestIds();
+    const listed = new Set(ids);
+    for (const id of this.catalog.keys()) if (!listed.has(id)) this.catalog.delete(id);
+    const unknown = ids.filter((id) => !this.catalog.has(id));
+    let next = 0;
+    const lane = async () => {
+      while (next < unknown.length) {
+        const m = await this.manifest(unknown[next++]);
+        const entry = this.remember(m);
+        if (matches(entry, filter)) loaded.set(m.id, m);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(8, unknown.length) }, lane));
+    return ids
+      .map((id) => this.catalog.get(id)!)
+      .filter((e) => matches(e, filter))
+      .sort((a, b) => a.time - b.time || a.id.localeCompare(b.id));
+  }
+
+  /** Put a manifest (loaded, or just written by this process) in the catalog. */
+  remember(m: Manifest): CatalogEntry {
+    const entry: CatalogEntry = { id: m.id, job: m.job, vmId: m.vm.id, vmName: m.vm.name, time: Date.parse(m.time) };
+    this.catalog.set(m.id, entry);
+    return entry;
   }
 
   /** Resolve "latest" or an id prefix to a manifest, optionally for a VM. */
@@ -391,6 +422,26 @@ export class Repository {
     await this.data.close();
     await this.storage.target.close?.();
   }
+}
+
+/** Which restore points a listing is about: a job, a VM (by id or name). */
+export interface RestorePointFilter {
+  job?: string;
+  vm?: string;
+}
+
+/** A restore point as the catalog knows it: what filtering and ordering need. */
+interface CatalogEntry {
+  id: string;
+  job: string;
+  vmId: string;
+  vmName: string;
+  /** Point-in-time, in ms. */
+  time: number;
+}
+
+function matches(e: CatalogEntry, filter: RestorePointFilter): boolean {
+  return (!filter.job || e.job === filter.job) && (!filter.vm || e.vmId === filter.vm || e.vmName === filter.vm);
 }
 
 export function summarise(m: Manifest): RestorePointSummary {
@@ -492,6 +543,7 @@ export class RestorePointWriter {
       throw error;
     }
     this.state = 'committed';
+    this.repository.remember(manifest);
     await this.releaseLock();
     debug('committed restore point %s of VM %s', id, this.meta.vm.name);
     return { id };
