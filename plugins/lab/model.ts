@@ -12,8 +12,9 @@
  * ```
  */
 import { readFileSync } from 'node:fs';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { mkdir, readFile } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
+import { writeDurably } from '../../core/util/durable.ts';
 import { z } from 'zod';
 import { ConfigError, NotFoundError, StillpointError } from '../../core/errors.ts';
 
@@ -201,12 +202,10 @@ export function loadLabSync(paths: LabPaths): LabFile {
   return parseLabFile(JSON.parse(readFileSync(paths.labFile, 'utf8')), paths.labFile);
 }
 
-/** Write a file atomically (temp file + rename), creating its directory. */
+/** Write a file atomically and durably (see `writeDurably`), creating its directory. */
 export async function writeAtomic(path: string, text: string): Promise<void> {
   await mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.${process.pid}.tmp`;
-  await writeFile(tmp, text);
-  await rename(tmp, path);
+  await writeDurably(dirname(path), basename(path), text);
 }
 
 export async function readJson<T>(path: string, fallback: T): Promise<T> {
