@@ -119,7 +119,10 @@ export async function garbageCollect(repo: Repository, options: GcOptions = {}):
       let dead = 0;
       for (const e of entries) {
         total += e.length;
-        if (live.chunks.has(e.id)) liveBytes += e.length;
+        // Live: named by a restore point, and the copy the index finds. Another copy (a repack
+        // that stopped before its old pack was deleted) is dead: it would otherwise keep its pack.
+        const at = live.chunks.has(e.id) ? index.get(e.id) : undefined;
+        if (at && at.pack === pack && at.offset === e.offset) liveBytes += e.length;
         else dead++;
       }
       if (dead === 0) continue;

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import test from 'ava';
 import { RawFileDisk } from '../../core/repository/index.ts';
+import { PackBuilder } from '../../core/repository/packs.ts';
 import { fixture, meta, MiB, mixedImage, writeImage } from './helpers.ts';
 
 test('gc of packs while a backup runs: deferred, then dead packs deleted, mostly dead ones repacked, orphans removed; every restore point still restores', async (t) => {
@@ -107,6 +108,43 @@ test('gc repacks a mostly dead pack: live blobs move to a new pack (durable with
     await (await f.open()).restoreDisk(second, 'small', out);
     t.true((await readFile(out)).equals(small));
     t.true((await repo.verify({ deep: true })).ok);
+  } finally {
+    await f.cleanup();
+  }
+});
+
+test('gc deletes a pack whose live chunks are all held by another pack too (a repack that stopped before deleting it)', async (t) => {
+  const f = await fixture();
+  try {
+    const repo = await f.open({ packSize: 64 * MiB, passphrase: 'pw' });
+    const image = mixedImage(2 * MiB);
+    const w = await repo.startRestorePoint(meta('vm-a'));
+    const src = await RawFileDisk.open(await writeImage(f.dir, 'a.img', image));
+    await w.storeDisk({ id: 'a', virtualSize: image.length, logicalSectorSize: 512 }, src, {});
+    await src.close();
+    const id = (await w.commit()).id;
+    const index = repo.data.packIndex;
+    const [original] = [...index.packs.keys()];
+    // What a repack leaves when it stops after storing the new pack: every live blob twice.
+    const whole = await f.storage.get(`packs/${original.slice(0, 2)}/${original}`);
+    const copy = new PackBuilder(repo.storage, repo.data.codec, index, 64 * MiB);
+    for (const e of index.packs.get(original)!) {
+      await copy.ready();
+      copy.add(e.id, whole.subarray(e.offset, e.offset + e.length));
+    }
+    await copy.finish();
+    t.is(index.packs.size, 2);
+
+    const gc = await repo.gc();
+    t.is(gc.deletedPacks, 1, 'one of the two copies is deleted');
+    t.is(gc.repackedPacks, 0);
+    t.is(index.packs.size, 1);
+    t.is((await repo.storage.list('packs/')).length, 1);
+    t.true((await repo.verify({ deep: true })).ok);
+    const out = join(f.dir, 'r.img');
+    await (await f.open({ passphrase: 'pw' })).restoreDisk(id, 'a', out);
+    t.true((await readFile(out)).equals(image));
+    t.is((await repo.gc()).candidates, 0, 'nothing left to collect');
   } finally {
     await f.cleanup();
   }
