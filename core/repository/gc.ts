@@ -35,6 +35,11 @@ export interface GcOptions {
    * it is deleted) when less than this fraction of its bytes is live (default 0.5).
    */
   repackBelow?: number;
+  /**
+   * Restore points to count as removed (a dry run of a prune: what its collection would free).
+   * Only with `dryRun`.
+   */
+  assumeRemoved?: ReadonlySet<string>;
 }
 
 export interface GcResult {
@@ -46,6 +51,11 @@ export interface GcResult {
   /** Packs deleted (no live chunk, or an orphan without an index) and packs repacked. */
   deletedPacks: number;
   repackedPacks: number;
+  /**
+   * Bytes of unreferenced chunks in the packs deleted or repacked (what the storage target gives
+   * back, apart from tables, indexes and orphans); with `dryRun`, what would be.
+   */
+  packBytesFreed: number;
   /** True when a backup held the writer lock, so nothing was deleted. */
   deferred: boolean;
   reason?: string;
@@ -65,9 +75,10 @@ export interface GcResult {
  * or sees its references.
  */
 export async function garbageCollect(repo: Repository, options: GcOptions = {}): Promise<GcResult> {
+  if (options.assumeRemoved && !options.dryRun) throw new StillpointError('gc: assumeRemoved is for a dry run only');
   // Live chunk names in a compact set: a mark phase holds every chunk of the repository.
   const live = { chunks: new ChunkNameSet(), tables: new Set<string>() };
-  const seen = new Set<string>();
+  const seen = new Set<string>(options.assumeRemoved);
   const addManifest = async (m: Manifest) => {
     for (const disk of m.disks) {
       // Table pages are shared by restore points of a disk where it did not change: each read once.
@@ -106,6 +117,7 @@ export async function garbageCollect(repo: Repository, options: GcOptions = {}):
     const repack: string[] = [];
     const orphans: string[] = [];
     let deadChunks = 0;
+    let deadBytes = 0;
     for (const key of packKeys) {
       const pack = name(key);
       const entries = index.packs.get(pack);
@@ -126,12 +138,13 @@ export async function garbageCollect(repo: Repository, options: GcOptions = {}):
         else dead++;
       }
       if (dead === 0) continue;
-      deadChunks += dead;
       if (liveBytes === 0) remove.push(pack);
       else if (liveBytes < total * repackBelow) repack.push(pack);
-      else deadChunks -= dead; // kept as it is: mostly live
+      else continue; // kept as it is: mostly live
+      deadChunks += dead;
+      deadBytes += total - liveBytes;
     }
-    return { remove, repack, orphans, deadChunks };
+    return { remove, repack, orphans, deadChunks, deadBytes };
   };
 
   // Mark.
@@ -141,10 +154,19 @@ export async function garbageCollect(repo: Repository, options: GcOptions = {}):
   const marked = await planPacks();
   const candidates = looseKeys.length + tableKeys.length + marked.deadChunks + marked.orphans.length;
   debug('gc mark: %d live chunks, %d candidates', live.chunks.size, candidates);
-  const none = { deletedChunks: 0, deletedTables: 0, deletedPacks: 0, repackedPacks: 0 };
-  if (options.dryRun || candidates === 0) {
-    return { candidates, ...none, deferred: false };
+  const none = { deletedChunks: 0, deletedTables: 0, deletedPacks: 0, repackedPacks: 0, packBytesFreed: 0 };
+  if (options.dryRun) {
+    return {
+      candidates,
+      deletedChunks: marked.deadChunks + looseKeys.length,
+      deletedTables: tableKeys.length,
+      deletedPacks: marked.remove.length + marked.orphans.length,
+      repackedPacks: marked.repack.length,
+      packBytesFreed: marked.deadBytes,
+      deferred: false,
+    };
   }
+  if (candidates === 0) return { candidates, ...none, deferred: false };
 
   // Sweep, under the writer lock.
   let release: () => Promise<void>;
@@ -189,6 +211,7 @@ export async function garbageCollect(repo: Repository, options: GcOptions = {}):
       deletedTables: deadTables.length,
       deletedPacks: plan.remove.length + plan.orphans.length,
       repackedPacks: plan.repack.length,
+      packBytesFreed: plan.deadBytes,
       deferred: false,
     };
   } finally {

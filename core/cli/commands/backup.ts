@@ -61,11 +61,13 @@ export const backupCommand: CliCommand = {
           });
           results.push(result);
           const retention = job.retention ?? config.retention;
+          let retentionLine = '';
           if (retention && result.status !== 'failed') {
             const p = await repository.prune(retention, { job: job.name });
             pruned.push({ job: job.name, removed: p.removed.length });
+            retentionLine = `retention: removed ${p.removed.length} restore point(s) of job ${job.name}${p.removed.length ? ' (`stillpoint prune` frees their space)' : ''}\n`;
           }
-          if (!json) io.stdout.write(`\n${summary(result)}\n${pruned.length && pruned[pruned.length - 1].job === job.name ? `retention: removed ${pruned[pruned.length - 1].removed} restore point(s) of job ${job.name}\n` : ''}`);
+          if (!json) io.stdout.write(`\n${summary(result)}\n${retentionLine}`);
         }
         if (json) io.stdout.write(`${JSON.stringify({ jobs: results, pruned }, null, 2)}\n`);
         return exitStatus(results);

@@ -6,6 +6,7 @@ import { checkCommand } from './check.ts';
 import { listCommand } from './list.ts';
 import { restoreCommand } from './restore.ts';
 import { verifyCommand } from './verify.ts';
+import { pruneCommand } from './prune.ts';
 import { cleanupCommand } from './cleanup.ts';
 import { pluginsCommand } from './plugins.ts';
 import { initCommand } from './init.ts';
@@ -21,6 +22,7 @@ export const commands: CliCommand[] = [
   listCommand,
   restoreCommand,
   verifyCommand,
+  pruneCommand,
   cleanupCommand,
   pluginsCommand,
   initCommand,
