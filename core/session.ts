@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import type { HypervisorDriver } from './contracts/driver.ts';
 import type { Inventory, VmFacts } from './contracts/vm.ts';
 import { loadConfig, type LoadedConfig } from './config/load.ts';
@@ -63,13 +64,18 @@ export class Session {
 
   /**
    * The repository; `create` (a backup) creates it when missing, `loadIndex` (a backup or restore)
-   * loads its pack index at once, `writer` (a backup) joins the writer lock while the keys are derived.
+   * loads its pack index at once, `writer` (a backup) joins the writer lock while the keys are derived,
+   * `cache` (a backup, a restore, a prune) lets the pack index go to `<stateDir>/cache` once it
+   * outgrows memory (verify reads every pack index itself, so that it sees a damaged one).
    */
-  async repository(options: { create?: boolean; loadIndex?: boolean; writer?: string } = {}): Promise<Repository> {
+  async repository(options: { create?: boolean; loadIndex?: boolean; writer?: string; cache?: boolean } = {}): Promise<Repository> {
     if (!this.#repository) {
       const { repository } = this.config;
       const storage = this.engine.storage({ type: repository.storage.type, options: repository.storage.options });
-      this.#repository = await openRepository(storage, repository, { create: options.create, loadIndex: options.loadIndex, writer: options.writer, configDir: this.loaded.configDir });
+      this.#repository = await openRepository(storage, repository, {
+        create: options.create, loadIndex: options.loadIndex, writer: options.writer, configDir: this.loaded.configDir,
+        cacheDir: options.cache ? join(this.loaded.stateDir, 'cache') : undefined,
+      });
     }
     return this.#repository;
   }

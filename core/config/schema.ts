@@ -67,7 +67,7 @@ export const timeoutsSchema = z.object({
 
 export const configSchema = z.object({
   $schema: z.string().optional(),
-  stateDir: z.string().min(1).default('.stillpoint-state').describe('Journal and plugin state; relative to the config file.'),
+  stateDir: z.string().min(1).default('.stillpoint-state').describe('Journal, plugin state and the pack index cache of the repository (beyond a million chunks); relative to the config file.'),
   plugins: z.array(pluginEntrySchema).default([]),
   drivers: z.array(driverSchema).min(1),
   repository: repositoryConfigSchema,

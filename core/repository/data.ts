@@ -85,11 +85,15 @@ export class RepositoryData {
     storage: StorageTarget | RetryingStorage,
     readonly config: StoredConfig,
     readonly keys: RepositoryKeys | null,
-    readonly options: { workers?: number; retry?: RetryPolicy; maxInFlightBytes?: number; started?: ChunkWorkers; packSize?: number; tablePageChunks?: number } = {},
+    readonly options: {
+      workers?: number; retry?: RetryPolicy; maxInFlightBytes?: number; started?: ChunkWorkers; packSize?: number; tablePageChunks?: number;
+      /** See `OpenRepositoryOptions.cacheDir` and `memoryChunks`. */
+      cacheDir?: string; memoryChunks?: number;
+    } = {},
   ) {
     this.storage = storage instanceof RetryingStorage ? storage : new RetryingStorage(storage, options.retry);
     this.codec = new BlobCodec({ keys, compressionLevel: config.compression.level });
-    this.packIndex = new PackIndex(this.storage, this.codec);
+    this.packIndex = new PackIndex(this.storage, this.codec, { cacheDir: options.cacheDir, repositoryId: config.id, memoryChunks: options.memoryChunks });
     if (options.started) {
       options.started.setKeys(keys);
       this.workersInstance = options.started;
@@ -104,6 +108,7 @@ export class RepositoryData {
   async close(): Promise<void> {
     await this.workersInstance?.close();
     this.workersInstance = null;
+    await this.packIndex.close();
   }
 
   // ---- small blobs (tables, manifests) --------------------------------------------------

@@ -5,6 +5,7 @@ import type { BlobCodec } from './codec.ts';
 import { keys } from './format.ts';
 import { allocAligned } from '../util/direct-io.ts';
 import type { RetryingStorage } from './storage-util.ts';
+import { PackIndexStore } from './pack-store.ts';
 
 const debug = createDebug('stillpoint:repository');
 
@@ -72,25 +73,25 @@ function decodeEntries(raw: Buffer): PackEntry[] {
 
 /** `PackIndex.packs`: each pack's entries, decoded from their binary form when asked for. */
 class PacksView implements ReadonlyMap<string, PackEntry[]> {
-  constructor(private readonly packNo: ReadonlyMap<string, number>, private readonly raw: ReadonlyArray<Buffer | null>) {}
+  constructor(private readonly source: { names(): Iterable<string>; count: number; raw(pack: string): Buffer | undefined }) {}
   get size(): number {
-    return this.packNo.size;
+    return this.source.count;
   }
   get(pack: string): PackEntry[] | undefined {
-    const p = this.packNo.get(pack);
-    return p === undefined ? undefined : decodeEntries(this.raw[p]!);
+    const raw = this.source.raw(pack);
+    return raw === undefined ? undefined : decodeEntries(raw);
   }
   has(pack: string): boolean {
-    return this.packNo.has(pack);
+    return this.source.raw(pack) !== undefined;
   }
-  keys(): MapIterator<string> {
-    return this.packNo.keys();
+  *keys(): MapIterator<string> {
+    yield* this.source.names();
   }
   *values(): MapIterator<PackEntry[]> {
-    for (const pack of this.packNo.keys()) yield this.get(pack)!;
+    for (const pack of this.source.names()) yield this.get(pack)!;
   }
   *entries(): MapIterator<[string, PackEntry[]]> {
-    for (const pack of this.packNo.keys()) yield [pack, this.get(pack)!];
+    for (const pack of this.source.names()) yield [pack, this.get(pack)!];
   }
   [Symbol.iterator](): MapIterator<[string, PackEntry[]]> {
     return this.entries();
@@ -104,6 +105,17 @@ export function newPackId(): string {
   return randomBytes(16).toString('hex');
 }
 
+export interface PackIndexOptions {
+  /** Where the pack index may go when it outgrows memory (a directory per repository is made in it). */
+  cacheDir?: string;
+  /** The repository's id (names its directory in `cacheDir`). */
+  repositoryId?: string;
+  /** Chunks kept in memory before packs move to the disk cache (default 1,000,000: about 60 MiB). */
+  memoryChunks?: number;
+}
+
+export const DEFAULT_MEMORY_CHUNKS = 1_000_000;
+
 /**
  * Where each chunk is: the union of every pack index in the repository, kept in memory and brought
  * up to date with `sync()` (new indexes are loaded, removed ones dropped). An index that cannot be
@@ -113,6 +125,11 @@ export function newPackId(): string {
  * each pack's entries stay in their binary form (40 bytes a chunk), found through an
  * open-addressing table of (pack, entry) numbers keyed by the chunk name's first bytes (names are
  * hashes, so evenly spread): about 56 bytes a chunk, where a Map of strings and objects took 190.
+ *
+ * Bounded, given a cache directory (`PackIndexOptions.cacheDir`): beyond `memoryChunks` chunks
+ * in memory, packs move to a hash table on disk (`PackIndexStore`, kept between runs), and once
+ * there is one, every pack goes there as soon as it is known; a lookup tries memory, then the
+ * disk cache.
  */
 export class PackIndex {
   /** Pack number -> pack id, and its entries as stored (40 bytes each); null once dropped. */
@@ -128,10 +145,26 @@ export class PackIndex {
   private syncing: Promise<void> | null = null;
   private syncedAt = 0;
 
-  constructor(private readonly storage: RetryingStorage, private readonly codec: BlobCodec) {}
+  /** The disk cache the index moved to (see `PackIndexOptions`), once it has. */
+  private store: PackIndexStore | null = null;
+  /** Store operations, one at a time (moving packs there, forgetting removed ones). */
+  private storeOps: Promise<void> = Promise.resolve();
+  private moving = false;
+  /** Why the disk cache could not be used: packs then stay in memory. */
+  private storeFailure: Error | null = null;
+  private readonly memoryChunks: number;
 
-  /** How many chunks are indexed. */
+  constructor(private readonly storage: RetryingStorage, private readonly codec: BlobCodec, private readonly options: PackIndexOptions = {}) {
+    this.memoryChunks = options.memoryChunks ?? DEFAULT_MEMORY_CHUNKS;
+  }
+
+  /** How many chunks are indexed (those in the disk cache counted once per pack holding them). */
   get size(): number {
+    return this.chunks + (this.store?.entryCount ?? 0);
+  }
+
+  /** How many chunks are held in memory (the rest, if any, are in the disk cache). */
+  get inMemory(): number {
     return this.chunks;
   }
 
@@ -140,10 +173,54 @@ export class PackIndex {
     this.probe.write(id, 'hex');
     const slot = this.slotOf(this.probe, 0);
     const p = this.slotPack[slot];
-    if (p < 0) return undefined;
+    if (p < 0) return this.store?.get(this.probe);
     const raw = this.raw[p]!;
     const at = this.slotEntry[slot] * ENTRY;
     return { pack: this.packIds[p]!, offset: raw.readUInt32LE(at + 32), length: raw.readUInt32LE(at + 36) };
+  }
+
+  /** Wait for packs being moved to the disk cache, and close it. */
+  async close(): Promise<void> {
+    await this.storeOps.catch(() => undefined);
+    await this.store?.close();
+    this.store = null;
+  }
+
+  /** Whether packs should move (or have moved) to the disk cache. */
+  private get overBudget(): boolean {
+    return this.options.cacheDir !== undefined && this.storeFailure === null && (this.store !== null || this.chunks > this.memoryChunks);
+  }
+
+  /**
+   * Move every pack held in memory to the disk cache (opened or created first). Until it is
+   * written, a pack stays in memory, so a lookup finds it all along; a failure leaves it there.
+   */
+  private moveToStore(): Promise<void> {
+    const op = this.storeOps.then(async () => {
+      if (!this.options.cacheDir || !this.options.repositoryId) return;
+      this.store ??= await PackIndexStore.open(this.options.cacheDir, this.options.repositoryId);
+      const moving: Array<{ pack: string; raw: Buffer }> = [];
+      this.raw.forEach((raw, p) => {
+        if (raw) moving.push({ pack: this.packIds[p]!, raw });
+      });
+      if (moving.length === 0) return;
+      await this.store.add(moving);
+      // Dropped from memory only now (a pack added meanwhile stays for the next move).
+      this.forget(moving.map((m) => m.pack));
+      debug('pack index: %d packs moved to %s (%d chunks left in memory)', moving.length, this.store.path, this.chunks);
+    });
+    this.storeOps = op.catch((error: Error) => {
+      this.storeFailure ??= error;
+      debug('pack index: moving packs to the cache failed, they stay in memory: %s', error.message);
+    });
+    return op;
+  }
+
+  /** After packs were added to memory: move them to the disk cache when over budget (in the background). */
+  private maybeMove(): void {
+    if (!this.overBudget || this.moving) return;
+    this.moving = true;
+    void this.moveToStore().catch(() => undefined).finally(() => (this.moving = false));
   }
 
   /** The slot holding the chunk named by the 32 bytes of `name` at `at`, or the empty slot where it would go. */
@@ -159,16 +236,32 @@ export class PackIndex {
 
   /** Every pack with an index, and its entries (decoded when asked for). */
   get packs(): ReadonlyMap<string, PackEntry[]> {
-    return new PacksView(this.packNo, this.raw);
+    const index = this;
+    return new PacksView({
+      get count() {
+        let n = index.packNo.size;
+        if (index.store) for (const pack of index.store.packs.keys()) if (!index.packNo.has(pack)) n++;
+        return n;
+      },
+      *names() {
+        yield* index.packNo.keys();
+        if (index.store) for (const pack of index.store.packs.keys()) if (!index.packNo.has(pack)) yield pack;
+      },
+      raw(pack) {
+        const p = index.packNo.get(pack);
+        return p !== undefined ? index.raw[p]! : index.store?.entries(pack);
+      },
+    });
   }
 
   /** Record a pack whose pack object and index are durable. */
   add(pack: string, entries: PackEntry[]): void {
     this.addRaw(pack, encodePackIndex(entries).subarray(8));
+    this.maybeMove();
   }
 
   private addRaw(pack: string, entries: Buffer): void {
-    if (this.packNo.has(pack)) this.dropAll([pack]);
+    if (this.packNo.has(pack)) this.forget([pack]);
     const p = this.packIds.push(pack) - 1;
     this.raw.push(Buffer.from(entries)); // its own copy: not a view holding a larger buffer alive
     this.packNo.set(pack, p);
@@ -202,7 +295,8 @@ export class PackIndex {
     });
   }
 
-  private dropAll(packs: string[]): void {
+  /** Drop packs from memory (moved to the disk cache, or removed from the repository). */
+  private forget(packs: string[]): void {
     if (packs.length === 0) return;
     for (const pack of packs) {
       const p = this.packNo.get(pack);
@@ -211,8 +305,30 @@ export class PackIndex {
       this.packIds[p] = null;
       this.raw[p] = null;
     }
-    // A chunk also held by a pack that stays is found there again.
-    this.rebuild();
+    // A chunk also held by a pack that stays is found there again; the table shrinks to fit
+    // (after a move to the disk cache, memory holds little or nothing).
+    let remaining = 0;
+    for (const raw of this.raw) if (raw) remaining += raw.length / ENTRY;
+    let capacity = 1024;
+    while (remaining * 2 > capacity) capacity *= 2;
+    this.rebuild(capacity);
+  }
+
+  /**
+   * Packs removed from the repository: out of memory and of the disk cache (after any move
+   * under way, so that a pack being moved there is removed too). A failure fails the sync: a
+   * removed pack must not be found again.
+   */
+  private async dropAll(packs: string[]): Promise<void> {
+    if (packs.length === 0) return;
+    this.forget(packs.filter((p) => this.packNo.has(p)));
+    const op = this.storeOps.then(async () => {
+      const stored = this.store;
+      const there = stored ? packs.filter((p) => stored.packs.has(p)) : [];
+      if (stored && there.length) await stored.remove(there);
+    });
+    this.storeOps = op.catch(() => undefined);
+    await op;
   }
 
   /**
@@ -242,10 +358,15 @@ export class PackIndex {
       this.fetched = await this.fetching;
       this.fetching = null;
     }
+    // A disk cache left by an earlier run is used from the start (only new packs are read).
+    if (!this.store && this.options.cacheDir && this.options.repositoryId && PackIndexStore.exists(this.options.cacheDir, this.options.repositoryId)) {
+      await this.moveToStore();
+    }
     const listed = new Set((await this.storage.list(keys.packIndexPrefix)).map((k) => k.slice(keys.packIndexPrefix.length)));
-    this.dropAll([...this.packNo.keys()].filter((pack) => !listed.has(pack)));
+    const known = [...this.packNo.keys(), ...(this.store?.packs.keys() ?? [])];
+    await this.dropAll(known.filter((pack) => !listed.has(pack)));
     for (const key of [...this.damaged.keys()]) if (!listed.has(key)) this.damaged.delete(key);
-    const fresh = [...listed].filter((p) => !this.packNo.has(p));
+    const fresh = [...listed].filter((p) => !this.packNo.has(p) && !this.store?.packs.has(p));
     let next = 0;
     const lane = async () => {
       while (next < fresh.length) {
@@ -258,6 +379,8 @@ export class PackIndex {
           const plain = this.codec.open(key, blob);
           this.addRaw(pack, packIndexEntries(plain, key));
           this.damaged.delete(pack);
+          // Loading a large repository: packs move to the disk cache as memory fills.
+          if (this.overBudget && this.chunks > this.memoryChunks) await this.moveToStore().catch(() => undefined);
         } catch (error) {
           if (error instanceof NotFoundError) continue; // removed meanwhile (gc)
           debug('pack index %s cannot be read: %s', key, (error as Error).message);
@@ -266,6 +389,7 @@ export class PackIndex {
       }
     };
     await Promise.all(Array.from({ length: Math.min(8, fresh.length) }, lane));
+    if (fresh.length && this.overBudget) await this.moveToStore().catch(() => undefined);
     if (fresh.length) debug('pack index: %d packs, %d chunks (%d loaded now)', this.packNo.size, this.chunks, fresh.length);
   }
 }

@@ -56,6 +56,15 @@ export interface OpenRepositoryOptions {
   /** Entries per chunk table page of the disks this process stores (default 65536; tests use small ones). */
   tablePageChunks?: number;
   /**
+   * A local directory where the pack index goes once it outgrows memory (more than `memoryChunks`
+   * chunks), kept between runs (`<cacheDir>/<repository id>/`): what bounds a backup's memory
+   * whatever the size of the repository. Without it the whole index is kept in memory (about 60
+   * bytes a chunk).
+   */
+  cacheDir?: string;
+  /** Chunks of the pack index kept in memory before it goes to `cacheDir` (default 1,000,000). */
+  memoryChunks?: number;
+  /**
    * Load the pack index at once (a backup or a restore needs it; listing restore points does
    * not): fetched while the keys are derived from the passphrase, decoded in the background.
    */
@@ -159,7 +168,10 @@ export async function openRepository(storage: StorageTarget, config: RepositoryC
     await joined?.then((leave) => leave(), () => undefined);
     throw error;
   }
-  const data = new RepositoryData(rs, stored, repoKeys, { workers: opts.workers, retry: opts.retry, started, packSize: opts.packSize, tablePageChunks: opts.tablePageChunks });
+  const data = new RepositoryData(rs, stored, repoKeys, {
+    workers: opts.workers, retry: opts.retry, started, packSize: opts.packSize, tablePageChunks: opts.tablePageChunks,
+    cacheDir: opts.cacheDir, memoryChunks: opts.memoryChunks,
+  });
   if (opts.loadIndex) {
     if (indexes) data.packIndex.adopt(indexes);
     // Decoded in the background while the caller goes on (a restore point's lock, the previous one).

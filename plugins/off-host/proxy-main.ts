@@ -51,16 +51,18 @@ export interface ProxyMainOptions {
 export async function runProxyMain(options: ProxyMainOptions): Promise<RunningProxy> {
   const engine = new Engine();
   let configDir = options.cwd;
+  let stateDir = options.env.STILLPOINT_STATE_DIR ?? join(homedir(), '.local', 'state', 'stillpoint');
   const loaded: string[] = [];
   if (options.config !== undefined) {
     if (options.plugins) throw new ConfigError(['--plugins and --config exclude each other: a proxy loads either the listed plugins or those of a config']);
     const config = await loadConfig({ cwd: options.cwd, configPath: options.config === true ? undefined : options.config, env: options.env });
     configDir = config.configDir;
+    stateDir = config.stateDir;
     await loadPlugins(engine, config.config, { configDir, stateDir: config.stateDir });
     loaded.push(...engine.plugins.filter((p) => p.hooks.includes('resolveReader') || p.hooks.includes('resolveStorage')).map((p) => p.name));
   }
   const specs = options.config !== undefined ? [] : options.plugins ?? DEFAULT_PROXY_PLUGINS;
-  const context = { configDir: options.cwd, stateDir: options.env.STILLPOINT_STATE_DIR ?? join(homedir(), '.local', 'state', 'stillpoint') };
+  const context = { configDir: options.cwd, stateDir };
   for (const spec of specs) {
     const path = pluginModule(spec, options.cwd);
     if (!path) {
@@ -89,7 +91,7 @@ export async function runProxyMain(options: ProxyMainOptions): Promise<RunningPr
     }
     if (!token) throw new ConfigError([`--token-file: ${options.tokenFile} is empty`]);
   }
-  const runner = createTaskRunner(engine, { passphraseEnv: options.passphraseEnv, env: options.env, configDir });
+  const runner = createTaskRunner(engine, { passphraseEnv: options.passphraseEnv, env: options.env, configDir, cacheDir: join(stateDir, 'cache') });
   const running = await startProxy(options.listen, { name: options.name, concurrency: options.concurrency, runner, token });
   options.log(`stillpoint proxy "${options.name}" (pid ${process.pid}, plugins: ${loaded.join(', ') || 'none'}) ${running.address ? `listening on ${running.address}` : 'on stdio'}`);
   void running.stopped.finally(async () => {

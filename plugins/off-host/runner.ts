@@ -30,6 +30,8 @@ export interface TaskRunnerOptions {
   configDir?: string;
   /** Chunk workers per opened repository. */
   workers?: number;
+  /** Where a repository's pack index goes once it outgrows memory (see `OpenRepositoryOptions.cacheDir`). */
+  cacheDir?: string;
 }
 
 /**
@@ -52,7 +54,7 @@ export function createTaskRunner(engine: Engine, options: TaskRunnerOptions = {}
     let repo = repositories.get(key);
     if (!repo) {
       const storage = engine.storage(parsed.data.storage);
-      repo = openRepositoryData(storage, parsed.data, { passphrase: secret, env, configDir: options.configDir, workers: options.workers });
+      repo = openRepositoryData(storage, parsed.data, { passphrase: secret, env, configDir: options.configDir, workers: options.workers, cacheDir: options.cacheDir });
       repositories.set(key, repo);
       repo.catch(() => repositories.delete(key));
     }

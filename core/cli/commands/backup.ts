@@ -42,7 +42,7 @@ export const backupCommand: CliCommand = {
       process.on('SIGTERM', onSignal);
       try {
         const drivers = session.drivers();
-        const repository = await session.repository({ create: true, loadIndex: true, writer: 'backup' });
+        const repository = await session.repository({ create: true, loadIndex: true, writer: 'backup', cache: true });
         // What an off-host proxy needs to store into the repository itself.
         const repositoryAccess = {
           config: session.config.repository,

@@ -38,7 +38,7 @@ export const pruneCommand: CliCommand = {
         return EXIT.usage;
       }
       const jobs = args.positionals.length > 0 ? args.positionals.map((n) => session.job(n)!) : session.config.jobs;
-      const repo = await session.repository({ loadIndex: true });
+      const repo = await session.repository({ loadIndex: true, cache: true });
       const pruned: JobPrune[] = [];
       for (const job of jobs) {
         const retention = job.retention ?? session.config.retention;

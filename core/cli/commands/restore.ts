@@ -136,7 +136,7 @@ export const restoreCommand: CliCommand = {
     const w = new ProgressWriter(progressStream, progressMode(progressStream, !!v.json));
 
     return withSession(io, v.config, async (session) => {
-      const repo = await session.repository({ loadIndex: true });
+      const repo = await session.repository({ loadIndex: true, cache: true });
       let manifest: Manifest | undefined;
       let results: RestoredDisk[] = [];
       /** The disk being restored, so that an error names the restore point and disk. */
