@@ -211,3 +211,34 @@ test('a cache left by a process that stopped while changing it, or with a file c
   t.is(r.local.indexGets, 12);
   t.true(everyFound(t, cut, all));
 });
+
+test('once removed packs outweigh the held ones, the pack log is written again without them; every chunk is still found, now and in the next run', async (t) => {
+  const r = await rig(t);
+  const all = await packs(r, 120, 1000);
+  const index = r.open(1000);
+  await index.sync();
+  const log = join(r.cacheDir, 'repo-1', 'pack-index', 'packs');
+  const before = (await stat(log)).size;
+  // gc elsewhere removed 110 of the 120 packs.
+  for (let p = 0; p < 110; p++) {
+    await r.storage.delete(keys.packIndex(`pack${p}`));
+    all.delete(`pack${p}`);
+  }
+  const gone = (await r.storage.list(keys.packIndexPrefix)).length;
+  t.is(gone, 10);
+  await index.sync();
+  const after = (await stat(log)).size;
+  t.true(after < before / 10, `the log shrank: ${before} -> ${after} bytes`);
+  t.is(index.size, 10_000);
+  t.true(everyFound(t, index, all));
+  await index.close();
+  const next = r.open(1000);
+  r.local.indexGets = 0;
+  await next.sync();
+  t.is(r.local.indexGets, 0);
+  t.true(everyFound(t, next, all));
+  // And it takes new packs in after the rewrite.
+  const more = await packs(r, 3, 500, 'more');
+  await next.sync();
+  t.true(everyFound(t, next, more));
+});

@@ -68,6 +68,8 @@ export class PackIndexStore {
   readonly packs = new Map<string, StoredPack>();
   /** Entries of those packs (a chunk held by two packs counts twice). */
   entryCount = 0;
+  /** Entries of removed packs, still in the log. */
+  private deadEntries = 0;
   /** Pack number -> name (null: removed). */
   private readonly names: Array<string | null> = [];
   private bits = MIN_BITS;
@@ -79,7 +81,7 @@ export class PackIndexStore {
   private constructor(
     readonly path: string,
     private chunksFd: number,
-    private readonly packsFd: number,
+    private packsFd: number,
     private readonly repositoryId: string,
     private readonly temporary: boolean,
   ) {}
@@ -164,6 +166,8 @@ export class PackIndexStore {
       if (head[0] === HELD) {
         this.packs.set(name, { no: this.names.length - 1, at: entriesAt, count });
         this.entryCount += count;
+      } else {
+        this.deadEntries += count;
       }
       at = entriesAt + count * ENTRY;
     }
@@ -244,10 +248,12 @@ export class PackIndexStore {
   async add(packs: Iterable<{ pack: string; raw: Buffer }>): Promise<void> {
     const fresh = [...packs].filter((p) => !this.packs.has(p.pack));
     if (fresh.length === 0) return;
+    const long = fresh.find((p) => Buffer.byteLength(p.pack, 'utf8') > 255);
+    if (long) throw new StillpointError(`pack name ${long.pack.slice(0, 40)}... is longer than the pack index cache takes (255 bytes)`, { where: this.path });
     this.touch();
     let total = 0;
     for (const p of fresh) total += p.raw.length / ENTRY;
-    while (this.records + total > MAX_LOAD * PER_BUCKET * 2 ** this.bits) await this.grow();
+    while (this.records + total > MAX_LOAD * PER_BUCKET * 2 ** this.bits) await this.rewrite(this.bits + 1, false);
     // Log the packs first: a record never names a pack the log does not have.
     const added: Array<{ no: number; raw: Buffer }> = [];
     for (const { pack, raw } of fresh) {
@@ -317,12 +323,33 @@ export class PackIndexStore {
     flushBelow(Infinity);
   }
 
-  /** Rewrite the table with twice as many buckets (held packs only). */
-  private async grow(): Promise<void> {
-    const bits = this.bits + 1;
+  /**
+   * Rewrite the table with `bits` bucket bits, held packs only; with `compact`, the pack log too,
+   * without the removed packs (pack numbers change: the records are numbered anew).
+   */
+  private async rewrite(bits: number, compact: boolean): Promise<void> {
     const tmp = join(this.path, 'chunks.new');
+    const tmpPacks = join(this.path, 'packs.new');
     const fd = openSync(tmp, 'w+', 0o600);
+    let packsFd: number | null = null;
+    const renumber = new Int32Array(this.names.length).map((_, no) => (this.names[no] === null ? -1 : no));
+    const held: Array<[string, StoredPack]> = [];
+    let packsEnd = 0;
     try {
+      if (compact) {
+        packsFd = openSync(tmpPacks, 'w+', 0o600);
+        let no = 0;
+        for (const [pack, p] of [...this.packs].sort((a, b) => a[1].no - b[1].no)) {
+          const name = Buffer.from(pack, 'utf8');
+          const record = Buffer.alloc(6 + name.length + p.count * ENTRY);
+          readSync(this.packsFd, record, 0, record.length, p.at - 6 - name.length);
+          writeSync(packsFd, record, 0, record.length, packsEnd);
+          renumber[p.no] = no;
+          held.push([pack, { no: no++, at: packsEnd + 6 + name.length, count: p.count }]);
+          packsEnd += record.length;
+        }
+        fdatasyncSync(packsFd);
+      }
       this.writeEmptyTable(fd, bits);
       const step = 256;
       const buckets = 2 ** this.bits;
@@ -337,7 +364,10 @@ export class PackIndexStore {
           const count = chunk.readUInt16LE(base);
           for (let r = 0; r < count; r++) {
             const rec = base + 4 + r * RECORD;
-            if (this.names[chunk.readUInt32LE(rec + 32)] !== null) chunk.copy(moving, RECORD * m++, rec, rec + RECORD);
+            const no = renumber[chunk.readUInt32LE(rec + 32)];
+            if (no < 0) continue;
+            chunk.copy(moving, RECORD * m, rec, rec + RECORD);
+            moving.writeUInt32LE(no, RECORD * m++ + 32);
           }
         }
         await this.place(moving.subarray(0, m * RECORD), fd, bits);
@@ -351,13 +381,31 @@ export class PackIndexStore {
     } catch (error) {
       closeSync(fd);
       rmSync(tmp, { force: true });
+      if (packsFd !== null) {
+        closeSync(packsFd);
+        rmSync(tmpPacks, { force: true });
+      }
       throw error;
     }
+    // A crash between the two renames leaves the cache marked dirty: it is then built again.
     closeSync(this.chunksFd);
     renameSync(tmp, join(this.path, 'chunks'));
     this.chunksFd = fd;
     this.bits = bits;
-    debug('pack index cache %s: %d buckets', this.path, 2 ** bits);
+    if (packsFd !== null) {
+      closeSync(this.packsFd);
+      renameSync(tmpPacks, join(this.path, 'packs'));
+      this.packsFd = packsFd;
+      this.packsEnd = packsEnd;
+      this.names.length = 0;
+      this.packs.clear();
+      for (const [pack, p] of held) {
+        this.names.push(pack);
+        this.packs.set(pack, p);
+      }
+      this.deadEntries = 0;
+    }
+    debug('pack index cache %s: %d buckets%s', this.path, 2 ** bits, compact ? ', removed packs left out' : '');
   }
 
   /** Forget packs (removed from the repository): their records go from the table. */
@@ -399,9 +447,13 @@ export class PackIndexStore {
       this.names[p.no] = null;
       this.packs.delete(pack);
       this.entryCount -= p.count;
+      this.deadEntries += p.count;
     }
     this.records -= removed;
     this.writeHeader();
+    // The log keeps removed packs' entries (they are how their records are found): once they
+    // outweigh the held ones, it is written again without them.
+    if (this.deadEntries > Math.max(this.entryCount, 100_000)) await this.rewrite(this.bits, true);
   }
 
   /** Sync both files, clear the dirty flag, let go of the lock (a private cache is removed). */
