@@ -10,6 +10,7 @@ import { BlobCodec } from './codec.ts';
 import { keys } from './format.ts';
 import { encodePackIndex, PackIndex, type PackEntry } from './packs.ts';
 import { RetryingStorage } from './storage-util.ts';
+import { canMount, mountTmpfs } from '../../test/repository/tmpfs.ts';
 
 const id = () => randomBytes(32).toString('hex');
 
@@ -241,4 +242,35 @@ test('once removed packs outweigh the held ones, the pack log is written again w
   const more = await packs(r, 3, 500, 'more');
   await next.sync();
   t.true(everyFound(t, next, more));
+});
+
+test('a disk cache that fills up: the index stays in memory, every chunk is found, and the next process builds the cache again', async (t) => {
+  if (!canMount) {
+    if (process.env.CI === 'true') t.fail('needs root to mount a tmpfs');
+    else t.log('needs root to mount a tmpfs; skipped');
+    return;
+  }
+  const r = await rig(t);
+  const all = await packs(r, 20, 1000);
+  const small = mountTmpfs(2);
+  t.teardown(() => small.unmount());
+  const index = new PackIndex(r.storage, r.codec, { cacheDir: small.dir, repositoryId: 'repo-1', memoryChunks: 100 });
+  await index.sync();
+  t.true(index.inMemory > 0, 'what did not fit stayed in memory');
+  t.true(everyFound(t, index, all));
+  // A pack stored later is found too (it stays in memory: the cache is not used any more).
+  const fresh = [{ id: id(), offset: 1, length: 2 }];
+  index.add('fresh', fresh);
+  t.deepEqual(index.get(fresh[0].id), { pack: 'fresh', offset: 1, length: 2 });
+  await index.close();
+
+  // Room again: the cache, left marked as changed, is built again from the repository.
+  const roomy = new PackIndex(r.storage, r.codec, { cacheDir: r.cacheDir, repositoryId: 'repo-1', memoryChunks: 100 });
+  t.teardown(() => roomy.close());
+  await cp(join(small.dir, 'repo-1'), join(r.cacheDir, 'repo-1'), { recursive: true });
+  r.local.indexGets = 0;
+  await roomy.sync();
+  t.is(r.local.indexGets, 20, 'every pack index read again');
+  t.true(everyFound(t, roomy, all));
+  t.is(roomy.inMemory, 0);
 });

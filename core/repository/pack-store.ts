@@ -75,6 +75,8 @@ export class PackIndexStore {
   private bits = MIN_BITS;
   private records = 0;
   private dirty = false;
+  /** A change failed half done: the cache stays marked dirty. */
+  private failed = false;
   private packsEnd = 0;
   private readonly bucket = Buffer.alloc(BUCKET);
 
@@ -245,7 +247,26 @@ export class PackIndexStore {
   }
 
   /** Take in packs (entries in their binary form); a pack already held is left as it is. */
-  async add(packs: Iterable<{ pack: string; raw: Buffer }>): Promise<void> {
+  add(packs: Iterable<{ pack: string; raw: Buffer }>): Promise<void> {
+    return this.changing(() => this.addPacks(packs));
+  }
+
+  /** Forget packs (removed from the repository): their records go from the table. */
+  remove(packs: Iterable<string>): Promise<void> {
+    return this.changing(() => this.removePacks(packs));
+  }
+
+  /** A change that fails half done leaves the cache marked dirty (`close` does not clear it): the next process builds it again. */
+  private async changing(change: () => Promise<void>): Promise<void> {
+    try {
+      await change();
+    } catch (error) {
+      this.failed = true;
+      throw error;
+    }
+  }
+
+  private async addPacks(packs: Iterable<{ pack: string; raw: Buffer }>): Promise<void> {
     const fresh = [...packs].filter((p) => !this.packs.has(p.pack));
     if (fresh.length === 0) return;
     const long = fresh.find((p) => Buffer.byteLength(p.pack, 'utf8') > 255);
@@ -408,8 +429,7 @@ export class PackIndexStore {
     debug('pack index cache %s: %d buckets%s', this.path, 2 ** bits, compact ? ', removed packs left out' : '');
   }
 
-  /** Forget packs (removed from the repository): their records go from the table. */
-  async remove(packs: Iterable<string>): Promise<void> {
+  private async removePacks(packs: Iterable<string>): Promise<void> {
     const gone = [...packs].filter((p) => this.packs.has(p));
     if (gone.length === 0) return;
     this.touch();
@@ -458,7 +478,7 @@ export class PackIndexStore {
 
   /** Sync both files, clear the dirty flag, let go of the lock (a private cache is removed). */
   async close(): Promise<void> {
-    if (this.dirty) {
+    if (this.dirty && !this.failed) {
       fdatasyncSync(this.packsFd);
       fdatasyncSync(this.chunksFd);
       this.dirty = false;

@@ -360,7 +360,7 @@ export class PackIndex {
     }
     // A disk cache left by an earlier run is used from the start (only new packs are read).
     if (!this.store && this.options.cacheDir && this.options.repositoryId && PackIndexStore.exists(this.options.cacheDir, this.options.repositoryId)) {
-      await this.moveToStore();
+      await this.moveToStore().catch(() => undefined); // when it cannot be opened, the index stays in memory
     }
     const listed = new Set((await this.storage.list(keys.packIndexPrefix)).map((k) => k.slice(keys.packIndexPrefix.length)));
     const known = [...this.packNo.keys(), ...(this.store?.packs.keys() ?? [])];
