@@ -61,6 +61,28 @@ export interface GcResult {
   reason?: string;
 }
 
+/** What the sweep does with the packs: delete, rewrite, orphans; the dead chunks and their bytes in those. */
+interface PackPlan {
+  remove: string[];
+  repack: string[];
+  orphans: string[];
+  deadChunks: number;
+  deadBytes: number;
+}
+
+/** The result of sweeping `plan` and `loose` unreferenced loose chunks and `tables` tables (or, dry, of planning it). */
+function swept(candidates: number, plan: PackPlan, loose: number, tables: number): GcResult {
+  return {
+    candidates,
+    deletedChunks: plan.deadChunks + loose,
+    deletedTables: tables,
+    deletedPacks: plan.remove.length + plan.orphans.length,
+    repackedPacks: plan.repack.length,
+    packBytesFreed: plan.deadBytes,
+    deferred: false,
+  };
+}
+
 /**
  * Garbage collection, mark and sweep. Mark (no lock): every chunk and table referenced by a
  * committed manifest is live; the rest are candidates. Sweep (under the writer lock, so no backup
@@ -110,7 +132,7 @@ export async function garbageCollect(repo: Repository, options: GcOptions = {}):
   const name = (k: string) => k.slice(k.lastIndexOf('/') + 1);
   const repackBelow = options.repackBelow ?? 0.5;
   /** What the sweep would do with the packs, given what is live now. */
-  const planPacks = async () => {
+  const planPacks = async (): Promise<PackPlan> => {
     await index.sync();
     const packKeys = await repo.storage.list(keys.packsPrefix);
     const remove: string[] = [];
@@ -155,17 +177,7 @@ export async function garbageCollect(repo: Repository, options: GcOptions = {}):
   const candidates = looseKeys.length + tableKeys.length + marked.deadChunks + marked.orphans.length;
   debug('gc mark: %d live chunks, %d candidates', live.chunks.size, candidates);
   const none = { deletedChunks: 0, deletedTables: 0, deletedPacks: 0, repackedPacks: 0, packBytesFreed: 0 };
-  if (options.dryRun) {
-    return {
-      candidates,
-      deletedChunks: marked.deadChunks + looseKeys.length,
-      deletedTables: tableKeys.length,
-      deletedPacks: marked.remove.length + marked.orphans.length,
-      repackedPacks: marked.repack.length,
-      packBytesFreed: marked.deadBytes,
-      deferred: false,
-    };
-  }
+  if (options.dryRun) return swept(candidates, marked, looseKeys.length, tableKeys.length);
   if (candidates === 0) return { candidates, ...none, deferred: false };
 
   // Sweep, under the writer lock.
@@ -205,15 +217,7 @@ export async function garbageCollect(repo: Repository, options: GcOptions = {}):
     await runBounded(deadLoose, 8, (k) => repo.storage.delete(k));
     await runBounded(deadTables, 8, (k) => repo.storage.delete(k));
     await index.sync();
-    return {
-      candidates,
-      deletedChunks: plan.deadChunks + deadLoose.length,
-      deletedTables: deadTables.length,
-      deletedPacks: plan.remove.length + plan.orphans.length,
-      repackedPacks: plan.repack.length,
-      packBytesFreed: plan.deadBytes,
-      deferred: false,
-    };
+    return swept(candidates, plan, deadLoose.length, deadTables.length);
   } finally {
     await release();
   }
