@@ -5,7 +5,7 @@ import type { OpenDisk } from '../contracts/reader.ts';
 import type { StorageTarget } from '../contracts/storage.ts';
 import { ConfigError, CorruptImageError, NotFoundError, StillpointError } from '../errors.ts';
 import type { RepositoryKeys } from './codec.ts';
-import { RepositoryData, type DiskIdentity, type StoreDiskOptions, type StoreProgress } from './data.ts';
+import { RepositoryData, runBounded, type DiskIdentity, type StoreDiskOptions, type StoreProgress } from './data.ts';
 import {
   diskRecordSchema,
   keys,
@@ -35,6 +35,9 @@ import { verifyRepository, type VerifyOptions, type VerifyReport } from './verif
 import type { Writable } from 'node:stream';
 
 const debug = createDebug('stillpoint:repository');
+
+/** Manifests read at once (each is a get and a decrypt; a repository holds hundreds). */
+const MANIFESTS_AT_ONCE = 8;
 
 export interface OpenRepositoryOptions {
   /** Create the repository when the storage target holds none (with the config's chunk size, compression and encryption). */
@@ -331,8 +334,12 @@ export class Repository {
   async manifests(filter: RestorePointFilter = {}): Promise<Manifest[]> {
     const loaded = new Map<string, Manifest>();
     const entries = await this.catalogEntries(filter, loaded);
-    // Those known from an earlier call were not loaded by this one.
-    return Promise.all(entries.map(async (e) => loaded.get(e.id) ?? this.manifest(e.id)));
+    // Those known from an earlier call were not loaded by this one (read as many at a time as above).
+    const out: Manifest[] = new Array(entries.length);
+    await runBounded(entries.keys(), MANIFESTS_AT_ONCE, async (i) => {
+      out[i] = loaded.get(entries[i].id) ?? (await this.manifest(entries[i].id));
+    });
+    return out;
   }
 
   async list(filter: RestorePointFilter = {}): Promise<RestorePointSummary[]> {
@@ -357,15 +364,10 @@ export class Repository {
     const listed = new Set(ids);
     for (const id of this.catalog.keys()) if (!listed.has(id)) this.catalog.delete(id);
     const unknown = ids.filter((id) => !this.catalog.has(id));
-    let next = 0;
-    const lane = async () => {
-      while (next < unknown.length) {
-        const m = await this.manifest(unknown[next++]);
-        const entry = this.remember(m);
-        if (matches(entry, filter)) loaded.set(m.id, m);
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(8, unknown.length) }, lane));
+    await runBounded(unknown, MANIFESTS_AT_ONCE, async (id) => {
+      const m = await this.manifest(id);
+      if (matches(this.remember(m), filter)) loaded.set(m.id, m);
+    });
     return ids
       .map((id) => this.catalog.get(id)!)
       .filter((e) => matches(e, filter))
