@@ -211,6 +211,16 @@ test('a cache left by a process that stopped while changing it, or with a file c
   await cut.sync();
   t.is(r.local.indexGets, 12);
   t.true(everyFound(t, cut, all));
+  await cut.close();
+
+  // The same with the pack log cut in the middle of a record.
+  const log = join(r.cacheDir, 'repo-1', 'pack-index', 'packs');
+  await truncate(log, (await stat(log)).size - 100);
+  const cutLog = r.open(100);
+  r.local.indexGets = 0;
+  await cutLog.sync();
+  t.is(r.local.indexGets, 12);
+  t.true(everyFound(t, cutLog, all));
 });
 
 test('once removed packs outweigh the held ones, the pack log is written again without them; every chunk is still found, now and in the next run', async (t) => {

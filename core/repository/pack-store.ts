@@ -25,7 +25,7 @@
  * by the next process that opens the directory).
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fdatasyncSync, fstatSync, mkdirSync, openSync, statSync, readFileSync, readSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, statSync, readFileSync, readSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import createDebug from 'debug';
@@ -127,11 +127,10 @@ export class PackIndexStore {
         closeSync(fd);
       }
       const id = header.toString('utf8', 32, 32 + header[31]);
-      const size = fstatSizes(chunksPath, packsPath);
       const why = !header.subarray(0, 3).equals(MAGIC) || header[3] !== VERSION ? 'another format'
         : header[30] !== 0 ? 'a process stopped while changing it'
           : id !== repositoryId ? `repository ${id}`
-            : size.chunks !== HEADER + 2 ** header[4] * BUCKET || !packsWhole(packsPath, size.packs) ? 'a file of it is not whole' : null;
+            : statSync(chunksPath).size !== HEADER + 2 ** header[4] * BUCKET || !existsSync(packsPath) ? 'a file of it is not whole' : null;
       if (why) {
         debug('pack index cache %s is emptied (%s): it is built again', path, why);
         header = null;
@@ -145,22 +144,25 @@ export class PackIndexStore {
     if (header) {
       store.bits = header[4];
       store.records = header.readUInt32LE(8) + header.readUInt32LE(12) * 2 ** 32;
-      store.loadPacks();
+      if (!store.loadPacks()) {
+        debug('pack index cache %s is emptied (its pack log is not whole): it is built again', path);
+        store.empty();
+      }
     } else {
-      store.writeEmptyTable(store.chunksFd, MIN_BITS);
-      store.writeHeader();
+      store.empty();
     }
     debug('pack index cache %s: %d packs, %d entries', path, store.packs.size, store.entryCount);
     return store;
   }
 
-  private loadPacks(): void {
+  /** Read the pack log (names, numbers, places); false when it does not end exactly after a record. */
+  private loadPacks(): boolean {
     const size = fstatSync(this.packsFd).size;
     const head = Buffer.alloc(6 + 255);
     let at = 0;
     while (at < size) {
       const n = readSync(this.packsFd, head, 0, head.length, at);
-      if (n < 6) break;
+      if (n < 6 || n < Math.min(head.length, size - at)) return false;
       const count = head.readUInt32LE(1);
       const name = head.toString('utf8', 6, 6 + head[5]);
       const entriesAt = at + 6 + head[5];
@@ -174,6 +176,22 @@ export class PackIndexStore {
       at = entriesAt + count * ENTRY;
     }
     this.packsEnd = at;
+    return at === size;
+  }
+
+  /** Both files emptied, a table of the smallest size. */
+  private empty(): void {
+    ftruncateSync(this.chunksFd, 0);
+    ftruncateSync(this.packsFd, 0);
+    this.names.length = 0;
+    this.packs.clear();
+    this.entryCount = 0;
+    this.deadEntries = 0;
+    this.packsEnd = 0;
+    this.bits = MIN_BITS;
+    this.records = 0;
+    this.writeEmptyTable(this.chunksFd, MIN_BITS);
+    this.writeHeader();
   }
 
   private writeHeader(): void {
@@ -204,8 +222,17 @@ export class PackIndexStore {
     fdatasyncSync(this.chunksFd);
   }
 
-  private homeOf(name: Buffer, at: number): number {
-    return this.bits <= 32 ? Math.floor(name.readUInt32BE(at) / 2 ** (32 - this.bits)) : 0;
+  /**
+   * The buckets holding what may be records of the chunk named at `at` in `name`: its own, then
+   * the next ones while a bucket says records went on past it. Each is read into `this.bucket`.
+   */
+  private *chain(name: Buffer, at: number): Generator<[number, Buffer]> {
+    const buckets = 2 ** this.bits;
+    for (let b = bucketOf(name, at, this.bits), seen = 0; seen < buckets; b = (b + 1) % buckets, seen++) {
+      const bucket = this.readBucket(b);
+      yield [b, bucket];
+      if (bucket[2] === 0) return; // nothing went on past this bucket
+    }
   }
 
   private readBucket(b: number, into: Buffer = this.bucket, fd = this.chunksFd): Buffer {
@@ -217,11 +244,9 @@ export class PackIndexStore {
 
   /** Where the chunk named by the 32 bytes of `name` at `at` is (the pack taken in last that holds it), or undefined. */
   get(name: Buffer, at = 0): StoredLocation | undefined {
-    const buckets = 2 ** this.bits;
     let best = -1;
     let found: StoredLocation | undefined;
-    for (let b = this.homeOf(name, at), seen = 0; seen < buckets; b = (b + 1) % buckets, seen++) {
-      const bucket = this.readBucket(b);
+    for (const [, bucket] of this.chain(name, at)) {
       const count = bucket.readUInt16LE(0);
       for (let r = 0; r < count; r++) {
         const rec = 4 + r * RECORD;
@@ -232,7 +257,6 @@ export class PackIndexStore {
           found = { pack: this.names[no]!, offset: bucket.readUInt32LE(rec + 36), length: bucket.readUInt32LE(rec + 40) };
         }
       }
-      if (bucket[2] === 0) break; // nothing went on past this bucket
     }
     return found;
   }
@@ -306,7 +330,7 @@ export class PackIndexStore {
     const n = records.length / RECORD;
     const buckets = 2 ** bits;
     const home = new Uint32Array(n);
-    for (let i = 0; i < n; i++) home[i] = bits <= 32 ? Math.floor(records.readUInt32BE(i * RECORD) / 2 ** (32 - bits)) : 0;
+    for (let i = 0; i < n; i++) home[i] = bucketOf(records, i * RECORD, bits);
     const order = Uint32Array.from({ length: n }, (_, i) => i).sort((x, y) => home[x] - home[y]);
     // The buckets being filled (those at or after the current one), their buffers reused.
     const cache = new Map<number, Buffer>();
@@ -439,11 +463,9 @@ export class PackIndexStore {
       const p = this.packs.get(pack)!;
       const raw = this.entries(pack)!;
       // Its records: found from each of its chunks' buckets on.
-      const buckets = 2 ** this.bits;
       for (let at = 0; at < raw.length; at += ENTRY) {
         if ((at / ENTRY) % YIELD_EVERY === YIELD_EVERY - 1) await turn();
-        for (let b = this.homeOf(raw, at), seen = 0; seen < buckets; b = (b + 1) % buckets, seen++) {
-          const bucket = this.readBucket(b);
+        for (const [b, bucket] of this.chain(raw, at)) {
           let count = bucket.readUInt16LE(0);
           let changed = false;
           for (let r = 0; r < count; r++) {
@@ -460,7 +482,6 @@ export class PackIndexStore {
             bucket.writeUInt16LE(count, 0);
             writeSync(this.chunksFd, bucket, 0, BUCKET, HEADER + b * BUCKET);
           }
-          if (bucket[2] === 0) break;
         }
       }
       writeSync(this.packsFd, state, 0, 1, p.at - 6 - Buffer.byteLength(pack, 'utf8'));
@@ -492,26 +513,9 @@ export class PackIndexStore {
   }
 }
 
-function fstatSizes(chunksPath: string, packsPath: string): { chunks: number; packs: number } {
-  const size = (path: string) => (existsSync(path) ? statSync(path).size : -1);
-  return { chunks: size(chunksPath), packs: size(packsPath) };
-}
-
-/** Whether the pack log ends exactly after its last record. */
-function packsWhole(path: string, size: number): boolean {
-  if (size < 0) return false;
-  const fd = openSync(path, 'r');
-  try {
-    const head = Buffer.alloc(6);
-    let at = 0;
-    while (at < size) {
-      if (readSync(fd, head, 0, 6, at) < 6) return false;
-      at += 6 + head[5] + head.readUInt32LE(1) * ENTRY;
-    }
-    return at === size;
-  } finally {
-    closeSync(fd);
-  }
+/** A chunk's bucket in a table of 2^bits: the first `bits` bits of its name (at `at` in `name`). */
+function bucketOf(name: Buffer, at: number, bits: number): number {
+  return Math.floor(name.readUInt32BE(at) / 2 ** (32 - bits));
 }
 
 /** The records (44 bytes each, one after the other) of packs' entries, with their pack numbers. */
