@@ -196,24 +196,32 @@ export class PackIndex {
    * written, a pack stays in memory, so a lookup finds it all along; a failure leaves it there.
    */
   private moveToStore(): Promise<void> {
-    const op = this.storeOps.then(async () => {
+    return this.storeOp(async () => {
       if (!this.options.cacheDir || !this.options.repositoryId) return;
-      this.store ??= await PackIndexStore.open(this.options.cacheDir, this.options.repositoryId);
-      const moving: Array<{ pack: string; raw: Buffer }> = [];
-      this.raw.forEach((raw, p) => {
-        if (raw) moving.push({ pack: this.packIds[p]!, raw });
-      });
-      if (moving.length === 0) return;
-      await this.store.add(moving);
-      // Dropped from memory only now (a pack added meanwhile stays for the next move).
-      this.forget(moving.map((m) => m.pack));
-      debug('pack index: %d packs moved to %s (%d chunks left in memory)', moving.length, this.store.path, this.chunks);
+      try {
+        this.store ??= await PackIndexStore.open(this.options.cacheDir, this.options.repositoryId);
+        const moving: Array<{ pack: string; raw: Buffer }> = [];
+        this.raw.forEach((raw, p) => {
+          if (raw) moving.push({ pack: this.packIds[p]!, raw });
+        });
+        if (moving.length === 0) return;
+        await this.store.add(moving);
+        // Dropped from memory only now (a pack added meanwhile stays for the next move).
+        this.forget(moving.map((m) => m.pack));
+        debug('pack index: %d packs moved to %s (%d chunks left in memory)', moving.length, this.store.path, this.chunks);
+      } catch (error) {
+        this.storeFailure ??= error as Error;
+        debug('pack index: moving packs to the cache failed, they stay in memory: %s', (error as Error).message);
+        throw error;
+      }
     });
-    this.storeOps = op.catch((error: Error) => {
-      this.storeFailure ??= error;
-      debug('pack index: moving packs to the cache failed, they stay in memory: %s', error.message);
-    });
-    return op;
+  }
+
+  /** Run `op` on the disk cache after the operations before it (one at a time); a failure does not stop the next. */
+  private storeOp(op: () => Promise<void>): Promise<void> {
+    const run = this.storeOps.then(op);
+    this.storeOps = run.catch(() => undefined);
+    return run;
   }
 
   /** After packs were added to memory: move them to the disk cache when over budget (in the background). */
@@ -322,13 +330,11 @@ export class PackIndex {
   private async dropAll(packs: string[]): Promise<void> {
     if (packs.length === 0) return;
     this.forget(packs.filter((p) => this.packNo.has(p)));
-    const op = this.storeOps.then(async () => {
+    await this.storeOp(async () => {
       const stored = this.store;
       const there = stored ? packs.filter((p) => stored.packs.has(p)) : [];
       if (stored && there.length) await stored.remove(there);
     });
-    this.storeOps = op.catch(() => undefined);
-    await op;
   }
 
   /**
