@@ -62,6 +62,8 @@ interface StoredPack {
 }
 
 const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+/** What an empty table is written with (never written to). */
+const zeros = Buffer.alloc(2 ** 20);
 
 export class PackIndexStore {
   /** The packs held, by name. */
@@ -209,7 +211,6 @@ export class PackIndexStore {
   }
 
   private writeEmptyTable(fd: number, bits: number): void {
-    const zeros = Buffer.alloc(2 ** 20);
     const total = 2 ** bits * BUCKET;
     for (let at = 0; at < total; at += zeros.length) writeSync(fd, zeros, 0, Math.min(zeros.length, total - at), HEADER + at);
   }

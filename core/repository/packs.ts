@@ -373,6 +373,23 @@ export class PackIndex {
     await this.dropAll(known.filter((pack) => !listed.has(pack)));
     for (const key of [...this.damaged.keys()]) if (!listed.has(key)) this.damaged.delete(key);
     const fresh = [...listed].filter((p) => !this.packNo.has(p) && !this.store?.packs.has(p));
+    // Once the disk cache is in use, packs read go there in batches of up to `memoryChunks`
+    // chunks, not through memory's table first (a copy, an insertion and a removal each).
+    let batch: Array<{ pack: string; raw: Buffer }> = [];
+    let batchChunks = 0;
+    const toStore = async (all: boolean) => {
+      if (batch.length === 0 || (!all && batchChunks < this.memoryChunks)) return;
+      const taking = batch;
+      batch = [];
+      batchChunks = 0;
+      try {
+        await this.storeOp(() => this.store!.add(taking));
+      } catch (error) {
+        this.storeFailure ??= error as Error;
+        debug('pack index: adding packs to the cache failed, they stay in memory: %s', (error as Error).message);
+        for (const { pack, raw } of taking) this.addRaw(pack, raw);
+      }
+    };
     let next = 0;
     const lane = async () => {
       while (next < fresh.length) {
@@ -382,9 +399,15 @@ export class PackIndex {
           const ahead = this.fetched?.get(pack);
           this.fetched?.delete(pack);
           const blob = ahead ? await ahead.catch(() => this.storage.get(key)) : await this.storage.get(key);
-          const plain = this.codec.open(key, blob);
-          this.addRaw(pack, packIndexEntries(plain, key));
+          const raw = packIndexEntries(this.codec.open(key, blob), key);
           this.damaged.delete(pack);
+          if (this.store && this.storeFailure === null) {
+            batch.push({ pack, raw });
+            batchChunks += raw.length / ENTRY;
+            await toStore(false);
+            continue;
+          }
+          this.addRaw(pack, raw);
           // Loading a large repository: packs move to the disk cache as memory fills.
           if (this.overBudget && this.chunks > this.memoryChunks) await this.moveToStore().catch(() => undefined);
         } catch (error) {
@@ -395,6 +418,7 @@ export class PackIndex {
       }
     };
     await Promise.all(Array.from({ length: Math.min(8, fresh.length) }, lane));
+    await toStore(true);
     if (fresh.length && this.overBudget) await this.moveToStore().catch(() => undefined);
     if (fresh.length) debug('pack index: %d packs, %d chunks (%d loaded now)', this.packNo.size, this.chunks, fresh.length);
   }
