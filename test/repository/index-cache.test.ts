@@ -72,6 +72,9 @@ test('the memory of a backup does not grow with the repository once its pack ind
     const [repoPath, image, cacheDir] = process.argv.slice(2);
     const config = repositoryConfigSchema.parse({ storage: { type: 'local', options: { path: repoPath } } });
     const repo = await openRepository(new LocalStorage(repoPath), config, { loadIndex: true, workers: 2, cacheDir: cacheDir || undefined, memoryChunks: 50_000 });
+    // The index first, then the disk: the chunks a backup reads ahead while a long index load runs
+    // (at most 32 in flight, whatever the repository) would otherwise land in one run's peak or not.
+    await repo.data.packIndex.sync();
     const writer = await repo.startRestorePoint({ job: 'j', vm: { id: 'v', name: 'v', driver: 'lab' }, consistency: { method: 'offline', level: 'crash', reason: 'test' }, time: new Date().toISOString() });
     const source = await RawFileDisk.open(image);
     await writer.storeDisk({ id: 'd', virtualSize: source.virtualSize, logicalSectorSize: 512 }, source, {});
