@@ -59,3 +59,26 @@ test('sealMany: a chunk that hashes to the name its place had before is only nam
     await workers.close();
   }
 });
+
+test('workers start one after another: keys and tasks posted before a worker runs reach it, every worker takes work, close works at any point', async (t) => {
+  const keys = { encKey: randomBytes(32), idKey: randomBytes(32) };
+  // Keys and tasks right away, before the later workers of the pool have started.
+  const workers = new ChunkWorkers(keys, 1, 3);
+  try {
+    const size = 16 * 1024;
+    const chunks = Array.from({ length: 6 }, (_, i) => Buffer.alloc(size, `chunk ${i} `));
+    // One message per chunk to the least loaded worker: the later workers get tasks before they run.
+    const sealed = await Promise.all(chunkBuffers(chunks).map((buf) => workers.sealMany([buf], [size])[0]));
+    const codec = new BlobCodec({ keys, compressionLevel: 1 });
+    sealed.forEach((r, i) => {
+      t.is(r.id, chunkId(chunks[i], keys));
+      t.true(codec.open(`chunks/${r.id!.slice(0, 2)}/${r.id}`, r.blob!).equals(chunks[i]));
+    });
+  } finally {
+    await workers.close();
+  }
+  // Closed before the second one started: nothing is left running, later tasks are refused.
+  const early = new ChunkWorkers(keys, 1, 4);
+  await early.close();
+  await t.throwsAsync(Promise.all(early.sealMany(chunkBuffers([Buffer.alloc(1024, 1)]), [1024])), { message: /closed/ });
+});

@@ -74,7 +74,7 @@ interface Pending {
  * parallel while the main thread reads and stores. Buffers are transferred, not copied.
  */
 export class ChunkWorkers {
-  private readonly workers: Worker[] = [];
+  private readonly workers: WorkerSlot[] = [];
   private readonly load: number[] = [];
   private readonly pending = new Map<number, Pending & { worker: number; weight: number }>();
   private seq = 0;
@@ -84,23 +84,32 @@ export class ChunkWorkers {
 
   /**
    * Start the workers; they load while the caller derives the keys (scrypt), which it then hands
-   * over with `setKeys` before the first task.
+   * over with `setKeys` before the first task. They start one after another, each once the one
+   * before it runs: a worker's start-up takes a core for ~25 ms, and all of them at once took
+   * both cores from scrypt, which nothing can go on without (messages to a worker not yet started
+   * wait for it).
    */
   constructor(keys: RepositoryKeys | null | undefined, compressionLevel: number, count = defaultWorkerCount()) {
     const init: WorkerInit = { compressionLevel };
     const entry = workerEntry();
     for (let i = 0; i < count; i++) {
-      const worker = entry.eval ? new Worker(entry.code, { eval: true, workerData: init }) : new Worker(entry.url, { workerData: init });
-      worker.unref();
-      worker.on('message', (reply: WorkerReply) => this.onReply(i, reply));
-      worker.on('error', (error) => this.failAll(i, error));
-      worker.on('exit', (code) => {
-        if (!this.closed) this.failAll(i, new StillpointError(`chunk worker exited with code ${code}`));
+      const slot = new WorkerSlot(() => {
+        const worker = entry.eval ? new Worker(entry.code, { eval: true, workerData: init }) : new Worker(entry.url, { workerData: init });
+        worker.on('message', (reply: WorkerReply) => this.onReply(i, reply));
+        worker.on('error', (error) => this.failAll(i, error));
+        worker.on('exit', (code) => {
+          if (!this.closed) this.failAll(i, new StillpointError(`chunk worker exited with code ${code}`));
+        });
+        // The next one starts once this one runs (or could not start).
+        const next = () => this.workers[i + 1]?.start();
+        worker.once('online', next).once('error', next);
+        return worker;
       });
-      this.workers.push(worker);
+      this.workers.push(slot);
       this.load.push(0);
     }
-    debug('started %d chunk workers', count);
+    this.workers[0]?.start();
+    debug('starting %d chunk workers', count);
     if (keys !== undefined) this.setKeys(keys);
   }
 
@@ -206,7 +215,7 @@ export class ChunkWorkers {
 
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.all(this.workers.map((w) => w.terminate()));
+    await Promise.all(this.workers.map((w) => w.close()));
   }
 
   /** Post a task to the least loaded worker; `weight`: how many chunks it holds. */
@@ -241,6 +250,49 @@ export class ChunkWorkers {
         p.reject(error);
       }
     }
+  }
+}
+
+/**
+ * One worker of the pool, started on demand (`start`): messages posted before then wait for it,
+ * and so does whether it keeps the process alive (`ref`).
+ */
+class WorkerSlot {
+  private worker: Worker | null = null;
+  private waiting: Array<{ message: WorkerTask; transfer: ArrayBuffer[] }> = [];
+  private refs = false;
+  private closed = false;
+
+  constructor(private readonly spawn: () => Worker) {}
+
+  start(): void {
+    if (this.worker || this.closed) return;
+    this.worker = this.spawn();
+    if (!this.refs) this.worker.unref();
+    for (const { message, transfer } of this.waiting.splice(0)) this.worker.postMessage(message, transfer);
+  }
+
+  postMessage(message: WorkerTask, transfer: ArrayBuffer[] = []): void {
+    if (this.worker) this.worker.postMessage(message, transfer);
+    else this.waiting.push({ message, transfer });
+  }
+
+  /** Keep the process alive while this worker has work (`ref`), or not (`unref`). */
+  ref(): void {
+    this.refs = true;
+    this.start(); // work for it: no more waiting for the one before it
+    this.worker?.ref();
+  }
+
+  unref(): void {
+    this.refs = false;
+    this.worker?.unref();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.waiting = [];
+    await this.worker?.terminate();
   }
 }
 
