@@ -1,9 +1,20 @@
 import { randomBytes } from 'node:crypto';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { CorruptImageError } from '../errors.ts';
-import { BlobCodec, chunkId, isAllZero } from './codec.ts';
+import { nativeGcm, type NativeGcm } from '../util/gcm.ts';
+import { BlobCodec, chunkId, isAllZero, SEAL_OVERHEAD } from './codec.ts';
 
 const keys = { encKey: randomBytes(32), idKey: randomBytes(32) };
+
+/** The native AES-256-GCM; without it the test passes with a note, except under CI, where it must be there. */
+function nativeOrSkip(t: ExecutionContext): NativeGcm | null {
+  const gcm = nativeGcm();
+  if (gcm) return gcm;
+  if (process.env.CI === 'true') t.fail('the native library (core/native) is not built or has no AES-256-GCM here');
+  else t.log('skipped: core/native is not built (npm run build:native) or this OpenSSL has no AES-256-GCM');
+  t.pass();
+  return null;
+}
 
 test('seal/open round trip, compressed and not, encrypted and not', (t) => {
   for (const k of [null, keys]) {
@@ -40,4 +51,50 @@ test('isAllZero', (t) => {
   t.false(isAllZero(b));
   t.false(isAllZero(Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 1])));
   t.true(isAllZero(Buffer.alloc(16).subarray(3)));
+});
+
+test('AES-GCM through the native library and through node:crypto make the same blobs: each opens the other\'s, in place and into buffers', (t) => {
+  if (!nativeOrSkip(t)) return;
+  const native = new BlobCodec({ keys, compressionLevel: 1 });
+  const node = new BlobCodec({ keys, compressionLevel: 1, nativeCrypto: false });
+  for (const data of [Buffer.alloc(0), Buffer.from('x'), Buffer.alloc(100_000, 'text '), randomBytes(300_000)]) {
+    for (const [seal, open] of [[native, node], [node, native], [native, native]]) {
+      t.true(open.open('chunks/aa/x', seal.seal('chunks/aa/x', data)).equals(data));
+      // Sealed over the chunk in its own buffer (as the workers do), opened into a buffer of ours.
+      const own = Buffer.alloc(data.length + SEAL_OVERHEAD);
+      data.copy(own);
+      const blob = Buffer.from(seal.seal('chunks/aa/x', own.subarray(0, data.length), own));
+      const into = Buffer.alloc(data.length + 10);
+      const plain = open.open('chunks/aa/x', blob, into);
+      t.true(plain.equals(data));
+      if (data.length > 0) t.is(plain.buffer, into.buffer, 'the plaintext is written into the buffer given');
+    }
+  }
+  const blob = native.seal('chunks/aa/x', randomBytes(5000));
+  const bad = Buffer.from(blob);
+  bad[bad.length - 20] ^= 1;
+  t.throws(() => native.open('chunks/aa/x', bad), { instanceOf: CorruptImageError, message: /chunks\/aa\/x.*fails authentication/ });
+  t.throws(() => native.open('chunks/bb/y', blob), { instanceOf: CorruptImageError, message: /fails authentication/ }, 'a blob moved to another name');
+  bad[bad.length - 20] ^= 1;
+  bad[bad.length - 1] ^= 1;
+  t.throws(() => native.open('chunks/aa/x', bad), { instanceOf: CorruptImageError, message: /fails authentication/ }, 'a damaged tag');
+});
+
+test('native AES-256-GCM gives the GCM specification\'s test case 16', (t) => {
+  const gcm = nativeOrSkip(t);
+  if (!gcm) return;
+  const hex = (s: string) => Buffer.from(s, 'hex');
+  const params = Buffer.concat([hex('feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308'), hex('cafebabefacedbaddecaf888'), hex('feedfacedeadbeeffeedfacedeadbeefabaddad2')]);
+  const plain = hex('d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39');
+  const out = Buffer.alloc(plain.length + 16);
+  gcm.seal(params, plain, 0, out, 0, plain.length);
+  t.is(out.subarray(0, plain.length).toString('hex'), '522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662');
+  t.is(out.subarray(plain.length).toString('hex'), '76fc6ece0f4e1768cddf8853bb2d551b');
+  const back = Buffer.alloc(plain.length);
+  t.true(gcm.open(params, out, 0, back, 0, plain.length));
+  t.true(back.equals(plain));
+  out[3] ^= 1;
+  t.false(gcm.open(params, out, 0, back, 0, plain.length));
+  t.throws(() => gcm.seal(params.subarray(0, 40), plain, 0, out, 0, plain.length), { message: /a key and a nonce take 44/ });
+  t.throws(() => gcm.seal(params, plain, 0, out, 10, plain.length), { message: /does not fit/ });
 });

@@ -2,6 +2,7 @@ import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes }
 // The binding is zstd-napi's documented low-level API (binding.d.ts).
 import zstd from 'zstd-napi/binding.js';
 import { CorruptImageError } from '../errors.ts';
+import { nativeGcm, type NativeGcm } from '../util/gcm.ts';
 
 /**
  * The blob codec: how a chunk, a chunk table or a manifest is turned into the bytes a storage
@@ -28,6 +29,8 @@ export interface RepositoryKeys {
 export interface CodecOptions {
   keys: RepositoryKeys | null;
   compressionLevel: number;
+  /** false: AES-GCM through node:crypto even where the native library has it (util/gcm.ts); the blobs are the same. */
+  nativeCrypto?: boolean;
 }
 
 /** Name of a chunk: SHA-256 of its plaintext, or HMAC-SHA-256 with the id key when encrypted. */
@@ -54,10 +57,14 @@ export class BlobCodec {
   // a fresh allocation per chunk (each one costs page faults and garbage collection).
   private readonly cctx = new zstd.CCtx();
   private readonly dctx = new zstd.DCtx();
+  /** AES-256-GCM into buffers of ours where the native library has it (see util/gcm.ts). */
+  private readonly gcm: NativeGcm | null;
   private scratch = Buffer.alloc(0);
+  private openScratch = Buffer.alloc(0);
   /** Whether the last chunk sealed did not compress (see `looksIncompressible`). */
   private lastIncompressible = false;
   constructor(private readonly options: CodecOptions) {
+    this.gcm = options.keys && options.nativeCrypto !== false ? nativeGcm() : null;
     this.cctx.setParameter(zstd.CParameter.compressionLevel, options.compressionLevel);
     if (options.compressionLevel === 1) {
       // Level 1, the default, is tuned for disk images: matches of at least 7 bytes and a 2^13
@@ -101,6 +108,15 @@ export class BlobCodec {
     }
     flags |= FLAG_ENCRYPTED;
     const nonce = randomBytes(12);
+    const gcm = this.gcm;
+    if (gcm) {
+      // Encrypted straight into `out` (the payload may lie there too), the tag after it; the
+      // header last, since it may overwrite the start of a payload that lay at `out`'s start.
+      gcm.seal(gcmParams(keys.encKey, nonce, flags, name), payload, 0, out, 17, payload.byteLength);
+      writeHeader(out, flags);
+      nonce.copy(out, 5);
+      return out.subarray(0, 17 + payload.byteLength + 16);
+    }
     const cipher = createCipheriv('aes-256-gcm', keys.encKey, nonce);
     const head = writeHeader(Buffer.allocUnsafe(5), flags);
     cipher.setAAD(Buffer.concat([head, Buffer.from(name, 'utf8')]));
@@ -129,6 +145,37 @@ export class BlobCodec {
     return incompressible;
   }
 
+  /**
+   * The plaintext payload of encrypted blob `buf` (header, nonce, ciphertext, tag): compressed data
+   * into a reused buffer (it is decompressed next), other data into `into` when it fits.
+   */
+  private decrypt(name: string, keys: RepositoryKeys, buf: Buffer, flags: number, into?: Uint8Array): Buffer {
+    const nonce = buf.subarray(5, 17);
+    const length = buf.length - 33;
+    const gcm = this.gcm;
+    if (gcm) {
+      const target = flags & FLAG_ZSTD ? this.openScratchFor(length) : into && length <= into.byteLength ? Buffer.from(into.buffer, into.byteOffset, into.byteLength) : Buffer.allocUnsafe(length);
+      if (!gcm.open(gcmParams(keys.encKey, nonce, flags, name), buf, 17, target, 0, length)) throw authenticationFailed(name);
+      return target.subarray(0, length);
+    }
+    const decipher = createDecipheriv('aes-256-gcm', keys.encKey, nonce);
+    decipher.setAAD(Buffer.concat([buf.subarray(0, 5), Buffer.from(name, 'utf8')]));
+    decipher.setAuthTag(buf.subarray(buf.length - 16));
+    try {
+      const plain = decipher.update(buf.subarray(17, buf.length - 16));
+      const rest = decipher.final(); // empty for GCM; throws when the tag does not match
+      return rest.length ? Buffer.concat([plain, rest]) : plain;
+    } catch (cause) {
+      throw authenticationFailed(name, cause);
+    }
+  }
+
+  /** The reused buffer that compressed data is decrypted into before it is decompressed. */
+  private openScratchFor(bytes: number): Buffer {
+    if (this.openScratch.length < bytes) this.openScratch = Buffer.allocUnsafe(bytes);
+    return this.openScratch;
+  }
+
   /** The reused output buffer, with room for compressing `bytes` bytes. */
   private scratchFor(bytes: number): Buffer {
     const bound = zstd.compressBound(bytes);
@@ -154,22 +201,7 @@ export class BlobCodec {
       const keys = this.options.keys;
       if (!keys) throw new CorruptImageError('blob is encrypted but the repository was opened without keys', { where: name });
       if (payload.length < 28) throw new CorruptImageError('encrypted blob is truncated', { where: name });
-      const nonce = payload.subarray(0, 12);
-      const tag = payload.subarray(payload.length - 16);
-      const decipher = createDecipheriv('aes-256-gcm', keys.encKey, nonce);
-      decipher.setAAD(Buffer.concat([buf.subarray(0, 5), Buffer.from(name, 'utf8')]));
-      decipher.setAuthTag(tag);
-      try {
-        const plain = decipher.update(payload.subarray(12, payload.length - 16));
-        const rest = decipher.final(); // empty for GCM; throws when the tag does not match
-        payload = rest.length ? Buffer.concat([plain, rest]) : plain;
-      } catch (cause) {
-        throw new CorruptImageError('blob fails authentication (damaged, or from another repository)', {
-          where: name,
-          hint: 'run `stillpoint verify --deep` to list every damaged restore point',
-          cause,
-        });
-      }
+      payload = this.decrypt(name, keys, buf, flags, into);
     } else if (this.options.keys) {
       throw new CorruptImageError('blob is not encrypted in an encrypted repository', { where: name });
     }
@@ -190,6 +222,7 @@ export class BlobCodec {
         throw new CorruptImageError('blob does not decompress', { where: name, cause });
       }
     }
+    if (into && payload.buffer === into.buffer && payload.byteOffset === into.byteOffset) return payload;
     if (into && payload.length <= into.byteLength) {
       const target = Buffer.from(into.buffer, into.byteOffset, into.byteLength);
       payload.copy(target, 0);
@@ -197,6 +230,24 @@ export class BlobCodec {
     }
     return payload;
   }
+}
+
+/** What native AES-256-GCM takes: key | nonce | additional data (the blob's header and its name). */
+function gcmParams(key: Buffer, nonce: Uint8Array, flags: number, name: string): Buffer {
+  const params = Buffer.allocUnsafe(32 + 12 + 5 + Buffer.byteLength(name, 'utf8'));
+  key.copy(params, 0);
+  params.set(nonce, 32);
+  writeHeader(params.subarray(44, 49), flags);
+  params.write(name, 49, 'utf8');
+  return params;
+}
+
+function authenticationFailed(name: string, cause?: unknown): CorruptImageError {
+  return new CorruptImageError('blob fails authentication (damaged, or from another repository)', {
+    where: name,
+    hint: 'run `stillpoint verify --deep` to list every damaged restore point',
+    cause,
+  });
 }
 
 function writeHeader(out: Buffer, flags: number): Buffer {

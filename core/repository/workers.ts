@@ -3,6 +3,7 @@ import { Worker } from 'node:worker_threads';
 import createDebug from 'debug';
 import { CorruptImageError, StillpointError } from '../errors.ts';
 import type { RepositoryKeys } from './codec.ts';
+import { nativeGcm } from '../util/gcm.ts';
 
 const debug = createDebug('stillpoint:repository');
 
@@ -92,6 +93,10 @@ export class ChunkWorkers {
   constructor(keys: RepositoryKeys | null | undefined, compressionLevel: number, count = defaultWorkerCount()) {
     const init: WorkerInit = { compressionLevel };
     const entry = workerEntry();
+    // The workers encrypt through the native library when it is there (codec.ts, util/gcm.ts).
+    // It is loaded here first: ffi-rs, a napi-rs addon, crashes the process when a worker thread
+    // that loaded it exits, unless the main thread had loaded it before (napi-rs/package-template#308).
+    nativeGcm();
     for (let i = 0; i < count; i++) {
       const slot = new WorkerSlot(() => {
         const worker = entry.eval ? new Worker(entry.code, { eval: true, workerData: init }) : new Worker(entry.url, { workerData: init });

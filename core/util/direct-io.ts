@@ -9,49 +9,23 @@
  * when the native library is not built (or STILLPOINT_DIRECT_IO=0): callers then write through
  * node:fs as before. Errors carry the OS's `code` (ENOSPC, EIO, EACCES…) like node:fs errors.
  */
-import { existsSync } from 'node:fs';
-import { constants } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import createDebug from 'debug';
-import { NativeLibrary, p } from './native.ts';
+import { ioLibrary as library } from './io-library.ts';
+import { p } from './native.ts';
 
 const debug = createDebug('stillpoint:io');
 const CREATE_NEW = 1;
 const TRUNCATE = 2;
 
-const errnoNames = new Map<number, string>(Object.entries(constants.errno).map(([name, n]) => [n, name]));
+let saidMissing = false;
 
-const library = new NativeLibrary({
-  name: 'stillpoint_io',
-  locate() {
-    if (process.env.STILLPOINT_DIRECT_IO === '0') return null;
-    const path = libraryPath();
-    if (!path) debug('direct I/O library not built (core/native/target/release): ordinary writes');
-    return path;
-  },
-  // Like node:fs errors: the OS's code (ENOSPC, EIO, EACCES...) and the path.
-  toError(code, message, path) {
-    const error = new Error(`${message} (${path})`) as NodeJS.ErrnoException;
-    error.code = errnoNames.get(-code) ?? `E${-code}`;
-    error.errno = code;
-    error.path = path;
-    return error;
-  },
-  errLen: 1024,
-});
-
-/** core/native's build output, looked for upwards from this module (in the sources, or in a bundle under the project). */
-function libraryPath(): string | null {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    const candidate = join(dir, 'core', 'native', 'target', 'release', 'libstillpoint_io.so');
-    if (existsSync(candidate)) return candidate;
-    const parent = dirname(dir);
-    if (parent === dir) break;
-    dir = parent;
-  }
-  return null;
+/** Direct I/O is used where the library is built, unless STILLPOINT_DIRECT_IO=0. */
+function directIo(): boolean {
+  if (process.env.STILLPOINT_DIRECT_IO === '0') return false;
+  if (library.available()) return true;
+  if (!saidMissing) debug('direct I/O library not built (core/native/target/release): ordinary writes');
+  saidMissing = true;
+  return false;
 }
 
 /**
@@ -60,7 +34,7 @@ function libraryPath(): string | null {
  * native library is not available.
  */
 export async function dataExtents(path: string): Promise<Array<{ offset: number; length: number }> | null> {
-  if (!library.available()) return null;
+  if (!directIo()) return null;
   const { out, n } = await library.callGrowing('extents', [p.str(path)], path, 16, 256 * 16);
   const extents = [];
   for (let i = 0; i < n; i++) extents.push({ offset: Number(out.readBigInt64LE(i * 16)), length: Number(out.readBigInt64LE(i * 16 + 8)) });
@@ -76,7 +50,7 @@ export const DIRECT_ALIGN = 4096;
  * the library's aligned scratch memory. (Large buffers only: it costs a page more.)
  */
 export function allocAligned(size: number): Buffer {
-  if (!library.available()) return Buffer.allocUnsafe(size);
+  if (!directIo()) return Buffer.allocUnsafe(size);
   const raw = Buffer.allocUnsafeSlow(size + DIRECT_ALIGN);
   const skip = bytesToPage(raw)!;
   return raw.subarray(skip, skip + size);
@@ -84,7 +58,7 @@ export function allocAligned(size: number): Buffer {
 
 /** How many bytes from `buf`'s start the next page boundary is (0: aligned); null without the library. */
 export function bytesToPage(buf: Buffer): number | null {
-  if (!library.available() || buf.length === 0) return null;
+  if (!directIo() || buf.length === 0) return null;
   return library.callNow('align_offset', [p.buf(buf), p.i64(buf.length)], 'a buffer');
 }
 
@@ -104,7 +78,7 @@ export interface DirectFile {
  * otherwise it is created or truncated (like 'w'). Null when direct I/O is not available here.
  */
 export async function openDirectFile(path: string, options: { exclusive?: boolean; mode?: number } = {}): Promise<DirectFile | null> {
-  if (!library.available()) return null;
+  if (!directIo()) return null;
   const h = await library.call('open', [p.str(path), p.i32(options.exclusive ? CREATE_NEW : TRUNCATE), p.i32(options.mode ?? 0o600)], path);
   const direct = (await library.call('is_direct', [p.i64(h)], path)) === 1;
   let closed = false;

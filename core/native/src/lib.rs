@@ -1,5 +1,6 @@
 //! Stillpoint's direct-I/O file access, standard library only, with a C ABI for ffi-rs: a writer
-//! and a file's data extents (SEEK_DATA / SEEK_HOLE).
+//! and a file's data extents (SEEK_DATA / SEEK_HOLE); and AES-256-GCM into the caller's buffers
+//! through the process's own OpenSSL (gcm.rs).
 //!
 //! Large sequential writes (pack files, restored disks) go around the page cache with
 //! `O_DIRECT`: the kernel neither copies them into cache pages nor throttles the writer while it
@@ -21,6 +22,8 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use stillpoint_ffi::{buffer, cstr, Handles};
+
+pub mod gcm;
 
 /// Alignment of memory, offsets and lengths for O_DIRECT (covers 512-byte and 4 KiB devices).
 pub const ALIGN: usize = 4096;
@@ -359,6 +362,87 @@ pub extern "C" fn stillpoint_io_extents(path: *const c_char, out: *mut u8, outle
         }
         Ok(extents.len() as i64)
     })
+}
+
+/// 1 when the process has OpenSSL's AES-256-GCM for `gcm_seal` and `gcm_open` (gcm.rs), else 0.
+#[no_mangle]
+pub extern "C" fn stillpoint_io_gcm_available(err: *mut u8, errlen: i64) -> i64 {
+    guard(err, errlen, || Ok(gcm::available() as i64))
+}
+
+/// The key, nonce and additional data of a GCM call, from `params`: key (32) | nonce (12) | aad.
+fn gcm_params<'a>(params: *const u8, paramslen: i64) -> Result<(&'a [u8], &'a [u8], &'a [u8])> {
+    let all = buffer(params as *mut u8, paramslen, 0, paramslen).map_err(Error::invalid)?;
+    if all.len() < gcm::KEY_LEN + gcm::NONCE_LEN {
+        return Err(Error::invalid(format!("GCM parameters of {} bytes: a key and a nonce take {}", all.len(), gcm::KEY_LEN + gcm::NONCE_LEN)));
+    }
+    let (key, rest) = all.split_at(gcm::KEY_LEN);
+    let (nonce, aad) = rest.split_at(gcm::NONCE_LEN);
+    Ok((key, nonce, aad))
+}
+
+/// Where `len` bytes (and, with `tag`, the 16-byte tag after them) lie in a caller's buffer, checked.
+/// A pointer, not a slice: the source and the destination of a call may be the same memory.
+fn gcm_range(buf: *const u8, buflen: i64, off: i64, len: i64, tag: bool) -> Result<*mut u8> {
+    let span = len.checked_add(if tag { gcm::TAG_LEN as i64 } else { 0 }).ok_or_else(|| Error::invalid("length overflows"))?;
+    if buflen < 0 || off < 0 || len < 0 || off.checked_add(span).map_or(true, |e| e > buflen) {
+        return Err(Error::invalid(format!("range [{off}, {off}+{span}) does not fit a buffer of {buflen} bytes")));
+    }
+    if span == 0 {
+        // Nothing is read or written there (an empty buffer may have no address at all).
+        return Ok(std::ptr::NonNull::dangling().as_ptr());
+    }
+    if buf.is_null() {
+        return Err(Error::invalid("buffer pointer is null"));
+    }
+    Ok(buf.wrapping_add(off as usize) as *mut u8)
+}
+
+fn gcm_error(e: gcm::GcmError) -> Error {
+    match e {
+        gcm::GcmError::Authentication => Error { errno: gcm::EBADMSG as i32, msg: "authentication failed: the data or its tag is damaged, or the key is another".into() },
+        gcm::GcmError::Unavailable => Error::invalid("OpenSSL's AES-256-GCM is not available in this process"),
+        gcm::GcmError::BadArguments(m) => Error::invalid(m),
+        gcm::GcmError::OpenSsl(f) => Error::invalid(format!("OpenSSL's {f} failed")),
+    }
+}
+
+/// Both directions of AES-256-GCM over the caller's buffers: the tag follows the ciphertext, in
+/// `dst` when sealing and in `src` when opening.
+fn gcm_call(seal: bool, params: *const u8, paramslen: i64, src: *const u8, srclen: i64, srcoff: i64, dst: *mut u8, dstlen: i64, dstoff: i64, len: i64, err: *mut u8, errlen: i64) -> i64 {
+    guard(err, errlen, || {
+        let (key, nonce, aad) = gcm_params(params, paramslen)?;
+        let from = gcm_range(src, srclen, srcoff, len, !seal)?;
+        let to = gcm_range(dst, dstlen, dstoff, len, seal)?;
+        let n = len as usize;
+        // SAFETY: both ranges (and the tag after the ciphertext) were checked against the caller's
+        // buffers; when opening, the tag is copied before anything is written.
+        let done = unsafe {
+            if seal {
+                gcm::seal_raw(key, nonce, aad, from, to, n, to.add(n))
+            } else {
+                gcm::open_raw(key, nonce, aad, from, to, n, from.add(n))
+            }
+        };
+        done.map_err(gcm_error)?;
+        Ok(len)
+    })
+}
+
+/// AES-256-GCM: encrypt `len` bytes of `src` (from `srcoff`) into `dst` at `dstoff`, the 16-byte
+/// tag right after them (`dst` needs `len + 16` bytes there). `params`: key | nonce | additional
+/// data. `src` and `dst` may be the same buffer, also with overlapping ranges. Returns `len`.
+#[no_mangle]
+pub extern "C" fn stillpoint_io_gcm_seal(params: *const u8, paramslen: i64, src: *const u8, srclen: i64, srcoff: i64, dst: *mut u8, dstlen: i64, dstoff: i64, len: i64, err: *mut u8, errlen: i64) -> i64 {
+    gcm_call(true, params, paramslen, src, srclen, srcoff, dst, dstlen, dstoff, len, err, errlen)
+}
+
+/// AES-256-GCM: decrypt `len` bytes of `src` (from `srcoff`, the 16-byte tag right after them) into
+/// `dst` at `dstoff`. Returns `len`, or -74 (EBADMSG) when the data does not authenticate (then
+/// `dst`'s range holds nothing usable).
+#[no_mangle]
+pub extern "C" fn stillpoint_io_gcm_open(params: *const u8, paramslen: i64, src: *const u8, srclen: i64, srcoff: i64, dst: *mut u8, dstlen: i64, dstoff: i64, len: i64, err: *mut u8, errlen: i64) -> i64 {
+    gcm_call(false, params, paramslen, src, srclen, srcoff, dst, dstlen, dstoff, len, err, errlen)
 }
 
 #[cfg(test)]
