@@ -14,7 +14,7 @@
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::OnceLock;
 
-/// The message of a blob that fails authentication; its code is EBADMSG.
+/// The errno a call that fails authentication returns (negated), as the OS's EBADMSG.
 pub const EBADMSG: i64 = 74;
 
 const EVP_CTRL_GCM_SET_IVLEN: c_int = 0x9;
@@ -224,29 +224,29 @@ unsafe fn in_place_if_overlapping(src: *const u8, dst: *mut u8, len: usize) -> *
     src
 }
 
-/// Encrypt `data` in place; returns the tag.
-pub fn seal(key: &[u8], nonce: &[u8], aad: &[u8], data: &mut [u8]) -> Result<[u8; TAG_LEN], GcmError> {
-    let mut tag = [0u8; TAG_LEN];
-    // SAFETY: one live slice, read and written in place; the tag is a separate array.
-    unsafe { seal_raw(key, nonce, aad, data.as_ptr(), data.as_mut_ptr(), data.len(), tag.as_mut_ptr())? };
-    Ok(tag)
-}
-
-/// Decrypt `data` in place and check `tag`.
-pub fn open(key: &[u8], nonce: &[u8], aad: &[u8], data: &mut [u8], tag: &[u8]) -> Result<(), GcmError> {
-    if tag.len() != TAG_LEN {
-        return Err(GcmError::BadArguments(format!("the tag has {} bytes, not {TAG_LEN}", tag.len())));
-    }
-    // SAFETY: as in `seal`.
-    unsafe { open_raw(key, nonce, aad, data.as_ptr(), data.as_mut_ptr(), data.len(), tag.as_ptr()) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     extern "C" {
         fn dlopen(file: *const c_char, mode: c_int) -> *mut c_void;
+    }
+
+    /// Encrypt `data` in place; returns the tag.
+    fn seal(key: &[u8], nonce: &[u8], aad: &[u8], data: &mut [u8]) -> Result<[u8; TAG_LEN], GcmError> {
+        let mut tag = [0u8; TAG_LEN];
+        // SAFETY: one live slice, read and written in place; the tag is a separate array.
+        unsafe { seal_raw(key, nonce, aad, data.as_ptr(), data.as_mut_ptr(), data.len(), tag.as_mut_ptr())? };
+        Ok(tag)
+    }
+
+    /// Decrypt `data` in place and check `tag`.
+    fn open(key: &[u8], nonce: &[u8], aad: &[u8], data: &mut [u8], tag: &[u8]) -> Result<(), GcmError> {
+        if tag.len() != TAG_LEN {
+            return Err(GcmError::BadArguments(format!("the tag has {} bytes, not {TAG_LEN}", tag.len())));
+        }
+        // SAFETY: as in `seal`.
+        unsafe { open_raw(key, nonce, aad, data.as_ptr(), data.as_mut_ptr(), data.len(), tag.as_ptr()) }
     }
 
     fn hex(s: &str) -> Vec<u8> {

@@ -21,7 +21,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use stillpoint_ffi::{buffer, cstr, Handles};
+use stillpoint_ffi::{buffer, cstr, range_ptr, Handles};
 
 pub mod gcm;
 
@@ -382,20 +382,9 @@ fn gcm_params<'a>(params: *const u8, paramslen: i64) -> Result<(&'a [u8], &'a [u
 }
 
 /// Where `len` bytes (and, with `tag`, the 16-byte tag after them) lie in a caller's buffer, checked.
-/// A pointer, not a slice: the source and the destination of a call may be the same memory.
 fn gcm_range(buf: *const u8, buflen: i64, off: i64, len: i64, tag: bool) -> Result<*mut u8> {
     let span = len.checked_add(if tag { gcm::TAG_LEN as i64 } else { 0 }).ok_or_else(|| Error::invalid("length overflows"))?;
-    if buflen < 0 || off < 0 || len < 0 || off.checked_add(span).map_or(true, |e| e > buflen) {
-        return Err(Error::invalid(format!("range [{off}, {off}+{span}) does not fit a buffer of {buflen} bytes")));
-    }
-    if span == 0 {
-        // Nothing is read or written there (an empty buffer may have no address at all).
-        return Ok(std::ptr::NonNull::dangling().as_ptr());
-    }
-    if buf.is_null() {
-        return Err(Error::invalid("buffer pointer is null"));
-    }
-    Ok(buf.wrapping_add(off as usize) as *mut u8)
+    range_ptr(buf as *mut u8, buflen, off, span).map_err(Error::invalid)
 }
 
 fn gcm_error(e: gcm::GcmError) -> Error {

@@ -58,19 +58,31 @@ pub fn cstr(p: *const c_char) -> Option<String> {
     Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
 }
 
-/// The caller's buffer range [off, off + len) of a buffer of `buflen` bytes, checked.
-pub fn buffer<'a>(buf: *mut u8, buflen: i64, off: i64, len: i64) -> Result<&'a mut [u8], String> {
+/// Where the caller's buffer range [off, off + len) of a buffer of `buflen` bytes starts, checked;
+/// a dangling (never used) pointer for an empty range. A pointer, not a slice, for callers whose
+/// source and destination may be the same memory.
+pub fn range_ptr(buf: *mut u8, buflen: i64, off: i64, len: i64) -> Result<*mut u8, String> {
     if buflen < 0 || off < 0 || len < 0 || off.checked_add(len).map_or(true, |e| e > buflen) {
         return Err(format!("buffer range [{off}, {off}+{len}) does not fit a buffer of {buflen} bytes"));
     }
     if len == 0 {
-        return Ok(&mut []);
+        // Nothing is read or written there (an empty buffer may have no address at all).
+        return Ok(std::ptr::NonNull::dangling().as_ptr());
     }
     if buf.is_null() {
         return Err("buffer pointer is null".into());
     }
+    Ok(buf.wrapping_add(off as usize))
+}
+
+/// The caller's buffer range [off, off + len) of a buffer of `buflen` bytes, checked.
+pub fn buffer<'a>(buf: *mut u8, buflen: i64, off: i64, len: i64) -> Result<&'a mut [u8], String> {
+    let start = range_ptr(buf, buflen, off, len)?;
+    if len == 0 {
+        return Ok(&mut []);
+    }
     // SAFETY: the caller guarantees buf points to buflen bytes that stay alive during the call.
-    Ok(unsafe { std::slice::from_raw_parts_mut(buf.add(off as usize), len as usize) })
+    Ok(unsafe { std::slice::from_raw_parts_mut(start, len as usize) })
 }
 
 /// Open objects behind the `i64` handles the C ABI hands out.
