@@ -4,13 +4,17 @@
  * Started by `ChunkWorkers` (workers.ts); speaks only in messages.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { BlobCodec, chunkId, isAllZero, type RepositoryKeys } from './codec.ts';
+import { BlobCodec, chunkNamer, isAllZero, type ChunkNamer, type RepositoryKeys } from './codec.ts';
 import { CorruptImageError } from '../errors.ts';
 import type { RunResult, SealedItem, SlabPlace, WorkerInit, WorkerReply, WorkerTask } from './workers.ts';
 
 const init = workerData as WorkerInit;
 let keys: RepositoryKeys | null = null;
 let codec = new BlobCodec({ keys, compressionLevel: init.compressionLevel });
+/** Set with the keys (a keyed hash needs them); no chunk comes before the keys. */
+let nameChunk: ChunkNamer = () => {
+  throw new Error('chunk worker: a chunk came before the keys');
+};
 const port = parentPort!;
 
 /** Slabs shared by the main thread (`ChunkWorkers.shareSlab`). */
@@ -39,6 +43,7 @@ port.on('message', (task: WorkerTask) => {
   if (task.op === 'keys') {
     keys = task.keys ? { encKey: Buffer.from(task.keys.encKey), idKey: Buffer.from(task.keys.idKey) } : null;
     codec = new BlobCodec({ keys, compressionLevel: init.compressionLevel });
+    nameChunk = chunkNamer(init.chunkHash, keys);
     return;
   }
   try {
@@ -110,7 +115,7 @@ function sealChunk(buf: ArrayBuffer, length: number, previous: string | null, tr
   const data = new Uint8Array(buf, 0, length);
   transfer.push(buf);
   if (isAllZero(data)) return { ok: true, id: null, blob: null, buf };
-  const id = chunkId(data, keys);
+  const id = nameChunk(data);
   if (id === previous) return { ok: true, id, blob: null, buf, unchanged: true };
   // The blob's name is its storage key, `chunks/<xx>/<id>` (format.ts `keys.chunk`; not imported, to keep the worker light).
   const sealed = codec.seal(`chunks/${id.slice(0, 2)}/${id}`, data, new Uint8Array(buf));
@@ -123,7 +128,7 @@ function sealChunk(buf: ArrayBuffer, length: number, previous: string | null, tr
 /** With `expectId`, the plaintext must hash to the chunk's name. */
 function checkId(name: string, data: Uint8Array, expectId: string | null): void {
   if (expectId === null) return;
-  const id = chunkId(data, keys);
+  const id = nameChunk(data);
   if (id !== expectId) {
     throw new CorruptImageError(`${name}: content hash is ${id.slice(0, 16)}…, not the chunk's name`, { hint: 'run `stillpoint verify --deep` to list every damaged restore point' });
   }

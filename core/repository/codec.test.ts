@@ -1,8 +1,13 @@
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { CorruptImageError } from '../errors.ts';
 import { nativeGcm, type NativeGcm } from '../util/gcm.ts';
-import { BlobCodec, chunkId, isAllZero, SEAL_OVERHEAD } from './codec.ts';
+import { BlobCodec, chunkNamer, isAllZero, SEAL_OVERHEAD } from './codec.ts';
+import { CHUNK_HASHES } from './format.ts';
 
 const keys = { encKey: randomBytes(32), idKey: randomBytes(32) };
 
@@ -38,10 +43,43 @@ test('a tampered, renamed or foreign blob is refused as corrupt', (t) => {
   t.throws(() => codec.open('x', Buffer.from('nonsense')), { instanceOf: CorruptImageError, message: /bad magic/ });
 });
 
-test('chunk ids: SHA-256 without keys, keyed HMAC with them', (t) => {
-  const data = Buffer.from('hello');
-  t.is(chunkId(data, null), '2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824');
-  t.not(chunkId(data, keys), chunkId(data, null));
+test('chunk names: each hash matches its published test vector, keyed ones need and use the id key', (t) => {
+  // SHA-256 ("hello"); BLAKE3's official test vectors (input of length 0, key "whats the Elvish word for friend").
+  const elvish = { encKey: randomBytes(32), idKey: Buffer.from('whats the Elvish word for friend') };
+  t.is(chunkNamer('sha256', null)(Buffer.from('hello')), '2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824');
+  t.is(chunkNamer('blake3', null)(Buffer.alloc(0)), 'af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262');
+  const keyed = chunkNamer('blake3-keyed', elvish);
+  t.is(keyed(Buffer.from('first, to reset')), chunkNamer('blake3-keyed', elvish)(Buffer.from('first, to reset')));
+  t.is(keyed(Buffer.alloc(0)), '92b2b75604ed3c761f9d6f62392c8a9227ad0ea3f09573e783f1498a4ed60d26', 'the reused hasher starts afresh and keeps its key');
+  const data = randomBytes(1000);
+  const names = CHUNK_HASHES.map((h) => chunkNamer(h, keys)(data));
+  t.is(new Set(names).size, CHUNK_HASHES.length, 'four hashes, four names');
+  t.not(chunkNamer('hmac-sha256', keys)(data), chunkNamer('hmac-sha256', elvish)(data));
+  t.throws(() => chunkNamer('blake3-keyed', null), { message: /needs the repository's keys/ });
+  t.throws(() => chunkNamer('hmac-sha256', null), { message: /needs the repository's keys/ });
+});
+
+test('BLAKE3 chunk names of whole chunks agree with b3sum (Debian), keyed and not', (t) => {
+  if (spawnSync('b3sum', ['--version'], { stdio: 'ignore' }).status !== 0) {
+    if (process.env.CI === 'true') t.fail('b3sum is not installed (Debian b3sum; scripts/install-system-deps.sh); CI must run this test');
+    else t.log('skipped: b3sum is not installed (Debian b3sum; scripts/install-system-deps.sh)');
+    t.pass();
+    return;
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'stillpoint-b3-'));
+  try {
+    // Sizes across BLAKE3's 1 KiB chunks and its SIMD batches, up to a default repository chunk.
+    for (const size of [1, 1024, 1025, 64 * 1024 + 7, 256 * 1024]) {
+      const data = randomBytes(size);
+      const file = join(dir, `chunk-${size}`);
+      writeFileSync(file, data);
+      const b3sum = (args: string[], input?: Buffer) => spawnSync('b3sum', [...args, '--no-names', file], { input, encoding: 'utf8' }).stdout.trim();
+      t.is(chunkNamer('blake3', null)(data), b3sum([]), `${size} bytes`);
+      t.is(chunkNamer('blake3-keyed', keys)(data), b3sum(['--keyed'], keys.idKey), `${size} bytes, keyed`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('isAllZero', (t) => {

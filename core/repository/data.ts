@@ -3,7 +3,7 @@ import type { ByteRange } from '../contracts/driver.ts';
 import type { Extent, OpenDisk } from '../contracts/reader.ts';
 import type { StorageTarget } from '../contracts/storage.ts';
 import { CorruptImageError, StillpointError } from '../errors.ts';
-import { BlobCodec, chunkId, type RepositoryKeys } from './codec.ts';
+import { BlobCodec, chunkNamer, type ChunkNamer, type RepositoryKeys } from './codec.ts';
 import { diskRecordSchema, keys, TABLE_PAGE_CHUNKS, type DiskRecord, type StoredConfig } from './format.ts';
 import { DEFAULT_PACK_SIZE, PackBuilder, PackIndex, packError, readPackedBlob, type ChunkLocation } from './packs.ts';
 import { RetryingStorage, type RetryPolicy } from './storage-util.ts';
@@ -71,6 +71,8 @@ export interface ChunkWork {
 export class RepositoryData {
   readonly storage: RetryingStorage;
   readonly codec: BlobCodec;
+  /** Names chunks and chunk table pages as the repository's config says (`chunkHash`). */
+  readonly nameChunk: ChunkNamer;
   private workersInstance: ChunkWorkers | null = null;
   /** Where every packed chunk is (format version 2), brought up to date before each disk is stored. */
   readonly packIndex: PackIndex;
@@ -93,6 +95,7 @@ export class RepositoryData {
   ) {
     this.storage = storage instanceof RetryingStorage ? storage : new RetryingStorage(storage, options.retry);
     this.codec = new BlobCodec({ keys, compressionLevel: config.compression.level });
+    this.nameChunk = chunkNamer(config.chunkHash, keys);
     this.packIndex = new PackIndex(this.storage, this.codec, { cacheDir: options.cacheDir, repositoryId: config.id, memoryChunks: options.memoryChunks });
     if (options.started) {
       options.started.setKeys(keys);
@@ -101,7 +104,7 @@ export class RepositoryData {
   }
 
   get workers(): ChunkWorkers {
-    this.workersInstance ??= new ChunkWorkers(this.keys, this.config.compression.level, this.options.workers);
+    this.workersInstance ??= new ChunkWorkers(this.keys, { compressionLevel: this.config.compression.level, chunkHash: this.config.chunkHash }, this.options.workers);
     return this.workersInstance;
   }
 
@@ -125,7 +128,7 @@ export class RepositoryData {
 
   /** A disk's chunk table, read a page at a time (each page checked against its name and the disk). */
   tableReader(record: DiskRecord): ChunkTableReader {
-    return new ChunkTableReader(record, (key) => this.getBlob(key), this.keys);
+    return new ChunkTableReader(record, (key) => this.getBlob(key), this.nameChunk);
   }
 
   // ---- backup ----------------------------------------------------------------------------
@@ -181,7 +184,7 @@ export class RepositoryData {
     // The new table, a page at a time: an incremental starts from the previous restore point's
     // (chunks outside the changed ranges keep their entries).
     const table = new ChunkTableWriter(chunkSize, disk.virtualSize, this.options.tablePageChunks ?? TABLE_PAGE_CHUNKS, changed ? prev : null, async (page) => {
-      const id = chunkId(page, this.keys);
+      const id = this.nameChunk(page);
       const key = keys.table(id);
       if ((await this.storage.head(key)) === null) progress.bytesStored += await this.putBlob(key, page);
       return id;

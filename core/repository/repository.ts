@@ -4,18 +4,21 @@ import createDebug from 'debug';
 import type { OpenDisk } from '../contracts/reader.ts';
 import type { StorageTarget } from '../contracts/storage.ts';
 import { ConfigError, CorruptImageError, NotFoundError, StillpointError } from '../errors.ts';
-import type { RepositoryKeys } from './codec.ts';
+import { isKeyedChunkHash, type RepositoryKeys } from './codec.ts';
 import { RepositoryData, runBounded, type DiskIdentity, type StoreDiskOptions, type StoreProgress } from './data.ts';
 import {
   diskRecordSchema,
+  formatVersionFor,
   keys,
   manifestSchema,
   MANIFEST_VERSION,
+  PACKS_FORMAT_VERSION,
   REPOSITORY_FORMAT_VERSION,
   restorePointId,
   restorePointMetaSchema,
   storedConfigSchema,
   tablePageIds,
+  type ChunkHash,
   type DiskRecord,
   type Manifest,
   type RestorePointMeta,
@@ -122,7 +125,7 @@ export async function openRepository(storage: StorageTarget, config: RepositoryC
     unwrapped.catch(() => undefined);
   }
   // Start the chunk workers now: they load while the key is derived.
-  const started = stored ? new ChunkWorkers(undefined, stored.compression.level, opts.workers) : undefined;
+  const started = stored ? new ChunkWorkers(undefined, { compressionLevel: stored.compression.level, chunkHash: stored.chunkHash }, opts.workers) : undefined;
   const writerLock = new ProcessWriterLock(rs, opts.lock);
   const joined = stored && opts.writer ? writerLock.share(opts.writer) : null;
   joined?.catch(() => undefined); // a lock held elsewhere: startRestorePoint says so (or waits)
@@ -132,13 +135,14 @@ export async function openRepository(storage: StorageTarget, config: RepositoryC
         throw new NotFoundError('there is no Stillpoint repository here', { where, hint: 'create one with `stillpoint init` (or open with create: true)' });
       }
       const id = randomBytes(16).toString('hex');
+      const chunkHash: ChunkHash = config.chunkHash === 'blake3' ? (passphrase ? 'blake3-keyed' : 'blake3') : passphrase ? 'hmac-sha256' : 'sha256';
       const newConfig: StoredConfig = {
         format: 'stillpoint-repository',
-        version: REPOSITORY_FORMAT_VERSION,
+        version: formatVersionFor(chunkHash),
         id,
         createdAt: new Date().toISOString(),
         chunkSize: config.chunkSize,
-        chunkHash: passphrase ? 'hmac-sha256' : 'sha256',
+        chunkHash,
         compression: { algorithm: 'zstd', level: config.compression.level },
         encryption: passphrase ? { cipher: 'aes-256-gcm', kdf: 'scrypt' } : null,
       };
@@ -225,10 +229,15 @@ async function loadStoredConfig(rs: RetryingStorage, where: string): Promise<Sto
   if (!parsed.success) {
     throw new CorruptImageError(`the repository config is not valid: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`, { where: `${where}: ${keys.config}` });
   }
-  if (parsed.data.version > REPOSITORY_FORMAT_VERSION) {
-    throw new StillpointError(`repository format version ${parsed.data.version} is newer than this Stillpoint understands (${REPOSITORY_FORMAT_VERSION})`, { where, hint: 'upgrade Stillpoint' });
+  const stored = parsed.data;
+  if (stored.version > REPOSITORY_FORMAT_VERSION) {
+    throw new StillpointError(`repository format version ${stored.version} is newer than this Stillpoint understands (${REPOSITORY_FORMAT_VERSION})`, { where, hint: 'upgrade Stillpoint' });
   }
-  return parsed.data;
+  // An encrypted repository names chunks with its id key, an unencrypted one has none.
+  if (isKeyedChunkHash(stored.chunkHash) !== (stored.encryption !== null)) {
+    throw new CorruptImageError(`the repository config is not valid: chunkHash ${stored.chunkHash} with encryption ${stored.encryption ? 'on' : 'off'}`, { where: `${where}: ${keys.config}` });
+  }
+  return stored;
 }
 
 /** Result of `storeDisk`, also reported per disk by the engine. */
@@ -294,11 +303,11 @@ export class Repository {
    * 2, so that an older Stillpoint refuses it instead of missing the packed chunks. Under the lock.
    */
   private async upgradeFormat(): Promise<void> {
-    if (this.config.version >= REPOSITORY_FORMAT_VERSION) return;
-    const upgraded: StoredConfig = { ...this.config, version: REPOSITORY_FORMAT_VERSION };
+    if (this.config.version >= PACKS_FORMAT_VERSION) return;
+    const upgraded: StoredConfig = { ...this.config, version: PACKS_FORMAT_VERSION };
     await this.storage.put(keys.config, Buffer.from(JSON.stringify(upgraded, null, 2)));
     (this.data as { config: StoredConfig }).config = upgraded;
-    debug('repository upgraded to format version %d (pack files)', REPOSITORY_FORMAT_VERSION);
+    debug('repository upgraded to format version %d (pack files)', PACKS_FORMAT_VERSION);
   }
 
   async manifestIds(): Promise<string[]> {

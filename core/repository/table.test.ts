@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
 import test from 'ava';
 import { CorruptImageError } from '../errors.ts';
-import { chunkId } from './codec.ts';
+import { chunkNamer } from './codec.ts';
 import { keys, newTablePage, parseTablePage, setTableEntry, tableEntry, type DiskRecord } from './format.ts';
 import { ChunkTableReader, ChunkTableWriter } from './table.ts';
 
 const CHUNK = 4096;
+const nameChunk = chunkNamer('blake3', null);
 const name = (n: number) => createHash('sha256').update(String(n)).digest('hex');
 
 /** A writer whose pages go into `stored` (plaintext by name), as the repository would store them. */
@@ -14,7 +15,7 @@ function writer(chunks: number, pageChunks: number, base: ChunkTableReader | nul
   const w = new ChunkTableWriter(CHUNK, chunks * CHUNK, pageChunks, base, async (page) => {
     if (fail?.(page)) throw new Error('no space left on device');
     order.push(parseTablePage(page, 'page').firstIndex);
-    const id = chunkId(page, null);
+    const id = nameChunk(page);
     stored.set(keys.table(id), Buffer.from(page));
     return id;
   });
@@ -32,7 +33,7 @@ function reader(rec: DiskRecord, stored: Map<string, Buffer>, keep = 4) {
     const page = stored.get(key);
     if (!page) throw new Error(`${key} is missing`);
     return page;
-  }, null, keep);
+  }, nameChunk, keep);
   return { r, fetches: () => fetches };
 }
 
@@ -59,8 +60,8 @@ test('writer with a base: entries not set come from the base, zero runs and name
   const v1 = newTablePage(CHUNK, 10 * CHUNK, 0, 10);
   v1[3] = 1;
   for (let i = 0; i < 10; i++) setTableEntry(v1, i, name(100 + i));
-  const stored = new Map([[keys.table(chunkId(v1, null)), v1]]);
-  const baseRecord: DiskRecord = { ...record(10, 4, []), tablePages: undefined, tablePageChunks: undefined, table: chunkId(v1, null) };
+  const stored = new Map([[keys.table(nameChunk(v1)), v1]]);
+  const baseRecord: DiskRecord = { ...record(10, 4, []), tablePages: undefined, tablePageChunks: undefined, table: nameChunk(v1) };
   const base = reader(baseRecord, stored).r;
   const { w } = writer(10, 4, base, stored);
   // The planner names zero chunks ahead of the chunks being stored, and not in order with them.

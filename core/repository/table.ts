@@ -1,5 +1,5 @@
 import { CorruptImageError, StillpointError } from '../errors.ts';
-import { chunkId, type RepositoryKeys } from './codec.ts';
+import type { ChunkNamer } from './codec.ts';
 import { isZeroEntry, keys, newTablePage, parseTablePage, setTableEntry, TABLE_HEADER, tableEntry, tablePageIds, type DiskRecord } from './format.ts';
 
 /**
@@ -20,7 +20,7 @@ export class ChunkTableReader {
   constructor(
     readonly record: DiskRecord,
     private readonly fetch: (key: string) => Promise<Buffer>,
-    private readonly idKeys: RepositoryKeys | null,
+    private readonly nameChunk: ChunkNamer,
     private readonly keep = 4,
   ) {
     this.pageIds = tablePageIds(record);
@@ -87,7 +87,7 @@ export class ChunkTableReader {
     if (id === undefined) throw new StillpointError(`chunk table has no page ${k}`, { where: `disk ${this.record.id}` });
     const key = keys.table(id);
     const plain = await this.fetch(key);
-    if (chunkId(plain, this.idKeys) !== id) {
+    if (this.nameChunk(plain) !== id) {
       throw new CorruptImageError('chunk table content does not match its name', { where: key, hint: 'run `stillpoint verify --deep`' });
     }
     let parsed;

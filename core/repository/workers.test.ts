@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import test from 'ava';
-import { BlobCodec, chunkId } from './codec.ts';
+import { BlobCodec, chunkNamer } from './codec.ts';
 import { ChunkWorkers, type SealResult } from './workers.ts';
+
+const settings = { compressionLevel: 1, chunkHash: 'blake3-keyed' } as const;
 
 /** Each chunk in a buffer of its own with room for the sealed blob (as a backup hands them over). */
 function chunkBuffers(chunks: Buffer[]): ArrayBuffer[] {
@@ -14,7 +16,7 @@ function chunkBuffers(chunks: Buffer[]): ArrayBuffer[] {
 
 test('sealMany: each chunk of one message is hashed, compressed and encrypted, zeros are named null, and a bad one fails alone', async (t) => {
   const keys = { encKey: randomBytes(32), idKey: randomBytes(32) };
-  const workers = new ChunkWorkers(keys, 1, 1);
+  const workers = new ChunkWorkers(keys, settings, 1);
   try {
     const size = 64 * 1024;
     const text = Buffer.alloc(size, 'stillpoint ');
@@ -25,7 +27,7 @@ test('sealMany: each chunk of one message is hashed, compressed and encrypted, z
     t.is(results[2].status, 'rejected');
     const ok = results.filter((r): r is PromiseFulfilledResult<SealResult> => r.status === 'fulfilled').map((r) => r.value);
     t.is(ok.length, 3);
-    t.is(ok[0].id, chunkId(text, keys));
+    t.is(ok[0].id, chunkNamer('blake3-keyed', keys)(text));
     t.is(ok[1].id, null, 'an all-zero chunk is not stored');
     t.is(ok[2].id, ok[0].id);
     const codec = new BlobCodec({ keys, compressionLevel: 1 });
@@ -39,18 +41,18 @@ test('sealMany: each chunk of one message is hashed, compressed and encrypted, z
 
 test('sealMany: a chunk that hashes to the name its place had before is only named, the others are sealed', async (t) => {
   const keys = { encKey: randomBytes(32), idKey: randomBytes(32) };
-  const workers = new ChunkWorkers(keys, 1, 1);
+  const workers = new ChunkWorkers(keys, settings, 1);
   try {
     const size = 64 * 1024;
     const same = Buffer.alloc(size, 'unchanged ');
     const other = Buffer.alloc(size, 'changed ');
     const bufs = chunkBuffers([same, other, Buffer.alloc(size)]);
-    const before = [chunkId(same, keys), chunkId(same, keys), chunkId(same, keys)];
+    const before = Array(3).fill(chunkNamer('blake3-keyed', keys)(same));
     const [a, b, zero] = await Promise.all(workers.sealMany(bufs, [size, size, size], before));
     t.is(a.id, before[0]);
     t.true(a.unchanged);
     t.is(a.blob, null, 'not compressed or encrypted');
-    t.is(b.id, chunkId(other, keys));
+    t.is(b.id, chunkNamer('blake3-keyed', keys)(other));
     t.false(b.unchanged);
     t.true(new BlobCodec({ keys, compressionLevel: 1 }).open(`chunks/${b.id!.slice(0, 2)}/${b.id}`, b.blob!).equals(other));
     t.is(zero.id, null);
@@ -63,7 +65,7 @@ test('sealMany: a chunk that hashes to the name its place had before is only nam
 test('workers start one after another: keys and tasks posted before a worker runs reach it, every worker takes work, close works at any point', async (t) => {
   const keys = { encKey: randomBytes(32), idKey: randomBytes(32) };
   // Keys and tasks right away, before the later workers of the pool have started.
-  const workers = new ChunkWorkers(keys, 1, 3);
+  const workers = new ChunkWorkers(keys, settings, 3);
   try {
     const size = 16 * 1024;
     const chunks = Array.from({ length: 6 }, (_, i) => Buffer.alloc(size, `chunk ${i} `));
@@ -71,14 +73,14 @@ test('workers start one after another: keys and tasks posted before a worker run
     const sealed = await Promise.all(chunkBuffers(chunks).map((buf) => workers.sealMany([buf], [size])[0]));
     const codec = new BlobCodec({ keys, compressionLevel: 1 });
     sealed.forEach((r, i) => {
-      t.is(r.id, chunkId(chunks[i], keys));
+      t.is(r.id, chunkNamer('blake3-keyed', keys)(chunks[i]));
       t.true(codec.open(`chunks/${r.id!.slice(0, 2)}/${r.id}`, r.blob!).equals(chunks[i]));
     });
   } finally {
     await workers.close();
   }
   // Closed before the second one started: nothing is left running, later tasks are refused.
-  const early = new ChunkWorkers(keys, 1, 4);
+  const early = new ChunkWorkers(keys, settings, 4);
   await early.close();
   await t.throwsAsync(Promise.all(early.sealMany(chunkBuffers([Buffer.alloc(1024, 1)]), [1024])), { message: /closed/ });
 });

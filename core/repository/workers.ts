@@ -3,12 +3,15 @@ import { Worker } from 'node:worker_threads';
 import createDebug from 'debug';
 import { CorruptImageError, StillpointError } from '../errors.ts';
 import type { RepositoryKeys } from './codec.ts';
+import type { ChunkHash } from './format.ts';
 import { nativeGcm } from '../util/gcm.ts';
 
 const debug = createDebug('stillpoint:repository');
 
+/** What every chunk worker is started with: the repository's settings for sealing and naming chunks. */
 export interface WorkerInit {
   compressionLevel: number;
+  chunkHash: ChunkHash;
 }
 
 export type WorkerTask =
@@ -90,8 +93,7 @@ export class ChunkWorkers {
    * both cores from scrypt, which nothing can go on without (messages to a worker not yet started
    * wait for it).
    */
-  constructor(keys: RepositoryKeys | null | undefined, compressionLevel: number, count = defaultWorkerCount()) {
-    const init: WorkerInit = { compressionLevel };
+  constructor(keys: RepositoryKeys | null | undefined, init: WorkerInit, count = defaultWorkerCount()) {
     const entry = workerEntry();
     // The workers encrypt through the native library when it is there (codec.ts, util/gcm.ts).
     // It is loaded here first: ffi-rs, a napi-rs addon, crashes the process when a worker thread

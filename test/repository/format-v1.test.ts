@@ -14,7 +14,9 @@ test('a format-1 repository (a chunk per object): restored and verified as it is
   const f = await fixture();
   try {
     const image = mixedImage(3 * MiB);
-    let repo = await f.open({ passphrase: 'pw' });
+    // Version 1 named chunks with HMAC-SHA-256.
+    let repo = await f.open({ passphrase: 'pw', chunkHash: 'sha256' });
+    t.is(repo.data.config.chunkHash, 'hmac-sha256');
     const w = await repo.startRestorePoint(meta('vm-1', new Date('2026-01-01T00:00:00Z')));
     const src = await RawFileDisk.open(await writeImage(f.dir, 'v1.img', image));
     await w.storeDisk({ id: 'scsi0-0', virtualSize: image.length, logicalSectorSize: 512 }, src, {});

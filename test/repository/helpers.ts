@@ -10,7 +10,7 @@ export const MiB = 2 ** 20;
 export interface Fixture {
   dir: string;
   storage: LocalStorage;
-  open(options?: OpenRepositoryOptions & { chunkSize?: number }): Promise<Repository>;
+  open(options?: OpenRepositoryOptions & { chunkSize?: number; chunkHash?: 'blake3' | 'sha256' }): Promise<Repository>;
   cleanup(): Promise<void>;
 }
 
@@ -22,7 +22,7 @@ export async function fixture(): Promise<Fixture> {
     dir,
     storage,
     async open(options = {}) {
-      const config = repositoryConfigSchema.parse({ storage: { type: 'local', options: { path: join(dir, 'repo') } }, chunkSize: options.chunkSize ?? 64 * 1024 });
+      const config = repositoryConfigSchema.parse({ storage: { type: 'local', options: { path: join(dir, 'repo') } }, chunkSize: options.chunkSize ?? 64 * 1024, chunkHash: options.chunkHash });
       const repo = await openRepository(storage, config, { create: true, scrypt: { N: 1024, r: 8, p: 1 }, workers: 2, ...options });
       opened.push(repo);
       return repo;

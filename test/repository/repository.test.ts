@@ -241,7 +241,8 @@ test('encryption: names and contents reveal nothing, the key file is 0600, a wro
       if (key.startsWith('keys/')) t.is((await stat(join(f.dir, 'repo', key))).mode & 0o777, 0o600);
     }
     const stored = JSON.parse((await f.storage.get('config')).toString());
-    t.is(stored.chunkHash, 'hmac-sha256');
+    t.is(stored.chunkHash, 'blake3-keyed');
+    t.is(stored.version, 3);
     await t.throwsAsync(() => f.open({ passphrase: 'wrong' }), { instanceOf: ConfigError, message: /passphrase does not open/ });
     await t.throwsAsync(() => f.open({ passphrase: undefined, create: false }), { instanceOf: ConfigError, message: /encrypted/ });
     const again = await f.open({ passphrase: 'correct horse' });
@@ -265,6 +266,53 @@ test('encryption: names and contents reveal nothing, the key file is 0600, a wro
     await t.throwsAsync(() => f.open({ passphrase: 'correct horse' }), { instanceOf: CorruptImageError, message: new RegExp(`keys/${keyName}: the key file is not JSON`) });
   } finally {
     await f.cleanup();
+  }
+});
+
+test('chunk names: BLAKE3 by default, SHA-256 when the config asks (format version 2, as before BLAKE3); each repository keeps its own hash through incrementals, restore and a deep verify', async (t) => {
+  const cases = [
+    { chunkHash: 'sha256', passphrase: 'pw', stored: 'hmac-sha256', version: 2 },
+    { chunkHash: 'sha256', passphrase: undefined, stored: 'sha256', version: 2 },
+    { chunkHash: 'blake3', passphrase: undefined, stored: 'blake3', version: 3 },
+    { chunkHash: 'blake3', passphrase: 'pw', stored: 'blake3-keyed', version: 3 },
+  ] as const;
+  for (const c of cases) {
+    const f = await fixture();
+    try {
+      const repo = await f.open({ passphrase: c.passphrase, chunkHash: c.chunkHash });
+      const config = JSON.parse((await f.storage.get('config')).toString());
+      t.like(config, { chunkHash: c.stored, version: c.version }, `${c.chunkHash}, passphrase: ${!!c.passphrase}`);
+      const v1 = mixedImage(2 * MiB);
+      const img = await writeImage(f.dir, 'disk.img', v1);
+      const b1 = await backup(repo, img, { time: new Date('2026-01-01T00:00:00Z') });
+      await repo.close();
+      // Opened again with the other hash in the config: the repository's own hash stays.
+      const again = await f.open({ passphrase: c.passphrase, chunkHash: c.chunkHash === 'sha256' ? 'blake3' : 'sha256' });
+      const v2 = Buffer.from(v1);
+      const changed = scatterChanges(v2, 3, 10_000);
+      await writeFile(img, v2);
+      const b2 = await backup(again, img, { time: new Date('2026-01-02T00:00:00Z'), changed });
+      t.true(b2.result.bytesStored < 3 * 2 * 70 * 1024, 'unchanged chunks are not stored again');
+      const chunk = v1.subarray(0, 64 * 1024);
+      const named = again.data.nameChunk(chunk);
+      t.is(again.data.config.chunkHash, c.stored);
+      await again.data.packIndex.sync();
+      t.not(again.data.packIndex.get(named), undefined, `the first chunk is stored under its ${c.stored} name`);
+      for (const [id, image] of [[b1.id, v1], [b2.id, v2]] as const) {
+        const out = join(f.dir, `${id}.img`);
+        await again.restoreDisk(id, 'scsi0-0', out);
+        t.true((await readFile(out)).equals(image), `${c.stored}: restore point ${id} restores`);
+      }
+      const report = await again.verify({ deep: true });
+      t.true(report.ok, JSON.stringify(report));
+      t.is(report.chunksChecked, report.chunksReferenced);
+      await again.close();
+      // A config whose hash does not fit its encryption is refused.
+      await f.storage.put('config', Buffer.from(JSON.stringify({ ...config, chunkHash: c.passphrase ? 'blake3' : 'blake3-keyed' })));
+      await t.throwsAsync(() => f.open({ passphrase: c.passphrase }), { instanceOf: CorruptImageError, message: /config is not valid: chunkHash/ });
+    } finally {
+      await f.cleanup();
+    }
   }
 });
 

@@ -4,7 +4,6 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { promisify } from 'node:util';
 import test from 'ava';
-import { chunkId } from '../../core/repository/codec.ts';
 import { keys } from '../../core/repository/format.ts';
 import { CorruptImageError } from '../../core/errors.ts';
 import { backup, fixture, meta, MiB, mixedImage, writeImage } from './helpers.ts';
@@ -98,7 +97,7 @@ test('a restore point written before tables had pages (one table blob) is still 
     const page = await repo.data.getBlob(keys.table(b1.disk.tablePages![0]));
     const old = Buffer.from(page);
     old[3] = 1;
-    const oldId = chunkId(old, repo.data.keys);
+    const oldId = repo.data.nameChunk(old);
     await repo.data.putBlob(keys.table(oldId), old);
     const { tablePages: _pages, tablePageChunks: _n, ...rest } = b1.disk;
     const writer = await repo.startRestorePoint(meta('vm-old', new Date(Date.UTC(2026, 0, 1))));
@@ -113,7 +112,7 @@ test('a restore point written before tables had pages (one table blob) is still 
     // An unreferenced table for gc to sweep: the version 1 table is referenced and stays.
     const stray = Buffer.from(old);
     stray[100] ^= 1;
-    await repo.data.putBlob(keys.table(chunkId(stray, repo.data.keys)), stray);
+    await repo.data.putBlob(keys.table(repo.data.nameChunk(stray)), stray);
     const gc = await repo.gc();
     t.is(gc.deletedTables, 1);
     t.not(await f.storage.head(keys.table(oldId)), null);
