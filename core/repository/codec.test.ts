@@ -55,6 +55,10 @@ test('chunk names: each hash matches its published test vector, keyed ones need 
   const names = CHUNK_HASHES.map((h) => chunkNamer(h, keys)(data));
   t.is(new Set(names).size, CHUNK_HASHES.length, 'four hashes, four names');
   t.not(chunkNamer('hmac-sha256', keys)(data), chunkNamer('hmac-sha256', elvish)(data));
+  // A view into a larger buffer (as the workers hash a chunk in its buffer) is hashed as its bytes only.
+  const big = randomBytes(5000);
+  const view = new Uint8Array(big.buffer, big.byteOffset + 100, 3000);
+  for (const h of CHUNK_HASHES) t.is(chunkNamer(h, keys)(view), chunkNamer(h, keys)(Buffer.from(view)), `${h} of a view`);
   t.throws(() => chunkNamer('blake3-keyed', null), { message: /needs the repository's keys/ });
   t.throws(() => chunkNamer('hmac-sha256', null), { message: /needs the repository's keys/ });
 });
