@@ -54,7 +54,8 @@ export function chunkNamer(hash: ChunkHash, keys: RepositoryKeys | null): ChunkN
       const hasher = hash === 'blake3' ? new Blake3Hasher() : Blake3Hasher.newKeyed(keys!.idKey);
       return (data) => {
         hasher.reset();
-        return hasher.update(data).digest('hex');
+        // A Buffer view of the same bytes (no copy): the binding's signature takes Buffers.
+        return hasher.update(Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)).digest('hex');
       };
     }
     case 'sha256':
