@@ -36,7 +36,7 @@ export async function bundle(outdir: string, entries: string[]): Promise<string[
     platform: 'node',
     format: 'esm',
     target: 'node20',
-    external: ['@napi-rs/blake-hash', 'zstd-napi', 'ffi-rs', 'ssh2', 'cpu-features', 'tsx'],
+    external: ['zstd-napi', 'ffi-rs', 'ssh2', 'cpu-features', 'tsx'],
     plugins: [zodLocalesLeftOut],
     // Bundled CommonJS dependencies call require().
     banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },

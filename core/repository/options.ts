@@ -17,11 +17,12 @@ export const repositoryConfigSchema = z.object({
    */
   chunkSize: z.number().int().min(65536).max(67108864).default(262144),
   /**
-   * How a new repository names its chunks: BLAKE3 (the default: 3-4x faster than SHA-256) or
-   * SHA-256 (where policy asks for it, or for a repository that Stillpoint before format version
-   * 3 must read). Keyed with the repository's id key when encrypted. Fixed at creation.
+   * How a new repository names its chunks: BLAKE3 (3-4x faster than SHA-256; the default where the
+   * native library is built, which carries it) or SHA-256 (where policy asks for it, or for a
+   * repository that Stillpoint before format version 3 must read). Keyed with the repository's
+   * id key when encrypted. Fixed at creation; an existing repository keeps its own.
    */
-  chunkHash: z.enum(['blake3', 'sha256']).default('blake3'),
+  chunkHash: z.enum(['blake3', 'sha256']).optional(),
   /**
    * zstd level: 1 by default (fast; measured on the file data of a VM disk: 7% larger than level 3, 1.6x faster).
    * Level 1 is tuned for disk images (7-byte minimum matches, a 2^13 hash table: codec.ts).

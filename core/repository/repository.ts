@@ -5,6 +5,7 @@ import type { OpenDisk } from '../contracts/reader.ts';
 import type { StorageTarget } from '../contracts/storage.ts';
 import { ConfigError, CorruptImageError, NotFoundError, StillpointError } from '../errors.ts';
 import { isKeyedChunkHash, type RepositoryKeys } from './codec.ts';
+import { nativeBlake3 } from '../util/blake3.ts';
 import { RepositoryData, runBounded, type DiskIdentity, type StoreDiskOptions, type StoreProgress } from './data.ts';
 import {
   diskRecordSchema,
@@ -135,7 +136,8 @@ export async function openRepository(storage: StorageTarget, config: RepositoryC
         throw new NotFoundError('there is no Stillpoint repository here', { where, hint: 'create one with `stillpoint init` (or open with create: true)' });
       }
       const id = randomBytes(16).toString('hex');
-      const chunkHash: ChunkHash = config.chunkHash === 'blake3' ? (passphrase ? 'blake3-keyed' : 'blake3') : passphrase ? 'hmac-sha256' : 'sha256';
+      const named = config.chunkHash ?? (nativeBlake3() ? 'blake3' : 'sha256');
+      const chunkHash: ChunkHash = named === 'blake3' ? (passphrase ? 'blake3-keyed' : 'blake3') : passphrase ? 'hmac-sha256' : 'sha256';
       const newConfig: StoredConfig = {
         format: 'stillpoint-repository',
         version: formatVersionFor(chunkHash),

@@ -1,6 +1,7 @@
 //! Stillpoint's direct-I/O file access, standard library only, with a C ABI for ffi-rs: a writer
-//! and a file's data extents (SEEK_DATA / SEEK_HOLE); and AES-256-GCM into the caller's buffers
-//! through the process's own OpenSSL (gcm.rs).
+//! and a file's data extents (SEEK_DATA / SEEK_HOLE); AES-256-GCM into the caller's buffers
+//! through the process's own OpenSSL (gcm.rs); and BLAKE3 through its official C implementation,
+//! compiled in (blake3.rs, build.rs).
 //!
 //! Large sequential writes (pack files, restored disks) go around the page cache with
 //! `O_DIRECT`: the kernel neither copies them into cache pages nor throttles the writer while it
@@ -23,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use stillpoint_ffi::{buffer, cstr, range_ptr, Handles};
 
+pub mod blake3;
 pub mod gcm;
 
 /// Alignment of memory, offsets and lengths for O_DIRECT (covers 512-byte and 4 KiB devices).
@@ -361,6 +363,23 @@ pub extern "C" fn stillpoint_io_extents(path: *const c_char, out: *mut u8, outle
             }
         }
         Ok(extents.len() as i64)
+    })
+}
+
+/// BLAKE3 of `len` bytes at `off` in `src` into `out` (32 bytes), keyed with `key` (32 bytes;
+/// `keylen` 0: plain). Returns 32.
+#[no_mangle]
+pub extern "C" fn stillpoint_io_blake3(key: *const u8, keylen: i64, src: *const u8, srclen: i64, srcoff: i64, len: i64, out: *mut u8, outlen: i64, err: *mut u8, errlen: i64) -> i64 {
+    guard(err, errlen, || {
+        let key = match keylen {
+            0 => None,
+            32 => Some(<&[u8; blake3::KEY_LEN]>::try_from(&*buffer(key as *mut u8, keylen, 0, keylen).map_err(Error::invalid)?).map_err(|_| Error::invalid("key"))?),
+            n => return Err(Error::invalid(format!("a BLAKE3 key has 32 bytes, not {n}"))),
+        };
+        let data = buffer(src as *mut u8, srclen, srcoff, len).map_err(Error::invalid)?;
+        let dst = buffer(out, outlen, 0, blake3::OUT_LEN as i64).map_err(Error::invalid)?;
+        dst.copy_from_slice(&blake3::hash(key, data));
+        Ok(blake3::OUT_LEN as i64)
     })
 }
 
