@@ -4,7 +4,7 @@ import createDebug from 'debug';
 import type { OpenDisk } from '../contracts/reader.ts';
 import type { StorageTarget } from '../contracts/storage.ts';
 import { ConfigError, CorruptImageError, NotFoundError, StillpointError } from '../errors.ts';
-import { isKeyedChunkHash, type RepositoryKeys } from './codec.ts';
+import { chunkNamer, isKeyedChunkHash, type RepositoryKeys } from './codec.ts';
 import { nativeBlake3 } from '../util/blake3.ts';
 import { RepositoryData, runBounded, type DiskIdentity, type StoreDiskOptions, type StoreProgress } from './data.ts';
 import {
@@ -172,6 +172,9 @@ export async function openRepository(storage: StorageTarget, config: RepositoryC
       repoKeys = await unwrapped;
       if (!repoKeys) throw new ConfigError(['the passphrase does not open any key of this repository'], { where });
     }
+    // Before anything is built on it: this process can name the repository's chunks (BLAKE3
+    // needs the native library).
+    chunkNamer(stored.chunkHash, repoKeys);
   } catch (error) {
     await started?.close();
     await joined?.then((leave) => leave(), () => undefined);

@@ -1,7 +1,8 @@
 /**
  * core/native's library (libstillpoint_io: direct-I/O writes, a file's extents, AES-256-GCM into
- * the caller's buffers), loaded once per thread through ffi-rs on first use. Absent when it is not
- * built: each user then falls back to node's own means (direct-io.ts, gcm.ts).
+ * the caller's buffers, BLAKE3), loaded once per thread through ffi-rs on first use. Absent when it
+ * is not built: direct-io.ts and gcm.ts then fall back to node's own means, and new repositories
+ * name chunks with SHA-256 (blake3.ts).
  */
 import { existsSync } from 'node:fs';
 import { constants } from 'node:os';
