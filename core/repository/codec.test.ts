@@ -49,8 +49,8 @@ test('chunk names: each hash matches its published test vector, keyed ones need 
   t.is(chunkNamer('sha256', null)(Buffer.from('hello')), '2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824');
   t.is(chunkNamer('blake3', null)(Buffer.alloc(0)), 'af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262');
   const keyed = chunkNamer('blake3-keyed', elvish);
-  t.is(keyed(Buffer.from('first, to reset')), chunkNamer('blake3-keyed', elvish)(Buffer.from('first, to reset')));
-  t.is(keyed(Buffer.alloc(0)), '92b2b75604ed3c761f9d6f62392c8a9227ad0ea3f09573e783f1498a4ed60d26', 'the reused hasher starts afresh and keeps its key');
+  t.is(keyed(Buffer.from('a first chunk')), chunkNamer('blake3-keyed', elvish)(Buffer.from('a first chunk')));
+  t.is(keyed(Buffer.alloc(0)), '92b2b75604ed3c761f9d6f62392c8a9227ad0ea3f09573e783f1498a4ed60d26', 'a namer\'s second chunk is named afresh, with its key');
   const data = randomBytes(1000);
   const names = CHUNK_HASHES.map((h) => chunkNamer(h, keys)(data));
   t.is(new Set(names).size, CHUNK_HASHES.length, 'four hashes, four names');

@@ -4,7 +4,7 @@ import createDebug from 'debug';
 import type { OpenDisk } from '../contracts/reader.ts';
 import type { StorageTarget } from '../contracts/storage.ts';
 import { ConfigError, CorruptImageError, NotFoundError, StillpointError } from '../errors.ts';
-import { chunkNamer, isKeyedChunkHash, type RepositoryKeys } from './codec.ts';
+import { isKeyedChunkHash, type RepositoryKeys } from './codec.ts';
 import { nativeBlake3 } from '../util/blake3.ts';
 import { RepositoryData, runBounded, type DiskIdentity, type StoreDiskOptions, type StoreProgress } from './data.ts';
 import {
@@ -130,6 +130,7 @@ export async function openRepository(storage: StorageTarget, config: RepositoryC
   const writerLock = new ProcessWriterLock(rs, opts.lock);
   const joined = stored && opts.writer ? writerLock.share(opts.writer) : null;
   joined?.catch(() => undefined); // a lock held elsewhere: startRestorePoint says so (or waits)
+  let data: RepositoryData;
   try {
     if (!stored) {
       if (!opts.create) {
@@ -172,18 +173,17 @@ export async function openRepository(storage: StorageTarget, config: RepositoryC
       repoKeys = await unwrapped;
       if (!repoKeys) throw new ConfigError(['the passphrase does not open any key of this repository'], { where });
     }
-    // Before anything is built on it: this process can name the repository's chunks (BLAKE3
-    // needs the native library).
-    chunkNamer(stored.chunkHash, repoKeys);
+    // Inside the guard: it fails where this process cannot name the repository's chunks (BLAKE3
+    // needs the native library), and the workers and the lock must not outlive that.
+    data = new RepositoryData(rs, stored, repoKeys, {
+      workers: opts.workers, retry: opts.retry, started, packSize: opts.packSize, tablePageChunks: opts.tablePageChunks,
+      cacheDir: opts.cacheDir, memoryChunks: opts.memoryChunks,
+    });
   } catch (error) {
     await started?.close();
     await joined?.then((leave) => leave(), () => undefined);
     throw error;
   }
-  const data = new RepositoryData(rs, stored, repoKeys, {
-    workers: opts.workers, retry: opts.retry, started, packSize: opts.packSize, tablePageChunks: opts.tablePageChunks,
-    cacheDir: opts.cacheDir, memoryChunks: opts.memoryChunks,
-  });
   if (opts.loadIndex) {
     if (indexes) data.packIndex.adopt(indexes);
     // Decoded in the background while the caller goes on. Not for a backup: decoding holds this

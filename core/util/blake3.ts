@@ -10,7 +10,6 @@
 import { ioLibrary } from './io-library.ts';
 import { p } from './native.ts';
 
-export const BLAKE3_KEY_LEN = 32;
 export const BLAKE3_OUT_LEN = 32;
 
 /** BLAKE3 of `data` into `out` (32 bytes), keyed with `key` (32 bytes) or plain (null). */
@@ -24,9 +23,8 @@ export function nativeBlake3(): Blake3 | null {
   if (!ioLibrary.available()) return (loaded = null);
   const noKey = Buffer.alloc(0);
   loaded = (key, data, out) => {
-    const d = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     const k = key ?? noKey;
-    ioLibrary.callNow('blake3', [p.buf(k), p.i64(k.length), p.buf(d), p.i64(d.length), p.i64(0), p.i64(d.length), p.buf(out), p.i64(out.length)], 'BLAKE3');
+    ioLibrary.callNow('blake3', [p.buf(k), p.i64(k.length), p.buf(data), p.i64(data.byteLength), p.i64(0), p.i64(data.byteLength), p.buf(out), p.i64(out.length)], 'BLAKE3');
   };
   return loaded;
 }

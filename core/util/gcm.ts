@@ -41,9 +41,7 @@ export function nativeGcm(): NativeGcm | null {
     return loaded;
   }
   const call = (fn: string, params: Buffer, src: Uint8Array, srcOffset: number, dst: Uint8Array, dstOffset: number, len: number): void => {
-    const s = asBuffer(src);
-    const d = asBuffer(dst);
-    ioLibrary.callNow(fn, [p.buf(params), p.i64(params.length), p.buf(s), p.i64(s.length), p.i64(srcOffset), p.buf(d), p.i64(d.length), p.i64(dstOffset), p.i64(len)], 'AES-256-GCM');
+    ioLibrary.callNow(fn, [p.buf(params), p.i64(params.length), p.buf(src), p.i64(src.byteLength), p.i64(srcOffset), p.buf(dst), p.i64(dst.byteLength), p.i64(dstOffset), p.i64(len)], 'AES-256-GCM');
   };
   loaded = {
     seal(params, src, srcOffset, dst, dstOffset, len) {
@@ -62,6 +60,3 @@ export function nativeGcm(): NativeGcm | null {
   return loaded;
 }
 
-function asBuffer(u: Uint8Array): Buffer {
-  return Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength);
-}

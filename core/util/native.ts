@@ -19,7 +19,8 @@ export const p = {
   str: (value: string): NativeParam => ({ type: DataType.String, value }),
   i64: (value: number): NativeParam => ({ type: DataType.I64, value }),
   i32: (value: number): NativeParam => ({ type: DataType.I32, value }),
-  buf: (value: Buffer): NativeParam => ({ type: DataType.U8Array, value }),
+  /** Any view of bytes: the library gets a pointer to exactly its range (a Buffer view, no copy). */
+  buf: (value: Uint8Array): NativeParam => ({ type: DataType.U8Array, value: Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength) }),
 };
 
 export interface NativeLibraryOptions {
